@@ -1,0 +1,1 @@
+"""Server-side code of the Triton models: launcher, network runtimes, request/response plumbing."""
