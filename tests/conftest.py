@@ -1,0 +1,199 @@
+"""Shared session fixtures: a local Triton server, a throwaway Postgres database, a Redis key prefix.
+
+All are lazy: a test pays for a service only if it asks for the fixture. None of them skips: a
+missing service or an unbuilt model repository is a failure with a message that says what to run.
+
+    triton       -> serving.launcher.TritonServer over model_repository/ on free 127.0.0.1 ports
+    triton_urls  -> its serving.launcher.TritonPorts (.http_url, .grpc_url, .metrics_url)
+    pg_url       -> "postgresql+psycopg://USER@127.0.0.1:5432/intrascribe_test_<random>" (dropped at the end)
+    redis_url    -> "redis://127.0.0.1:6379/0"
+    redis_prefix -> "intrascribe-test:<random>:" (its keys are deleted at the end, SCAN + DEL)
+
+Environment overrides: INTRASCRIBE_TEST_PG_ADMIN_URL (a libpq URL of a database the test user can
+CREATE DATABASE from), INTRASCRIBE_TEST_REDIS_URL, INTRASCRIBE_TRITON_CONFIG_NAME (e.g. ``gpu``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+
+PG_ADMIN_URLS = (
+    "postgresql://postgres@127.0.0.1:5432/postgres",
+    "postgresql://root@127.0.0.1:5432/postgres",
+)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+TEST_DB_PREFIX = "intrascribe_test_"
+REDIS_TEST_NAMESPACE = "intrascribe-test:"
+
+# Models that legitimately have nothing but model.py in their version folder (e.g. a BLS model that
+# only calls other models). Every other model needs files that the build writes next to model.py.
+MODELS_WITHOUT_ARTIFACTS: frozenset[str] = frozenset({"transcribe"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Triton
+
+
+def unbuilt_models(repository: Path | None = None) -> list[str]:
+    """Model folders whose ``1/`` holds nothing besides ``model.py`` (the build has not run)."""
+    repository = MODEL_REPOSITORY if repository is None else repository
+    missing = []
+    for model in sorted(p for p in repository.iterdir() if p.is_dir()):
+        if model.name in MODELS_WITHOUT_ARTIFACTS:
+            continue
+        version = model / "1"
+        built = version.is_dir() and any(f.name not in ("model.py", "__pycache__") for f in version.iterdir())
+        if not built:
+            missing.append(model.name)
+    return missing
+
+
+@pytest.fixture(scope="session")
+def triton():
+    """A tritonserver serving the repository's model_repository/ on free ports, for the whole session."""
+    from serving.launcher import TritonServer
+
+    missing = unbuilt_models()
+    if missing:
+        pytest.fail(
+            f"model_repository/ has models without their built artifacts: {', '.join(missing)}. "
+            "Run `make models` first.",
+            pytrace=False,
+        )
+    server = TritonServer(
+        MODEL_REPOSITORY, config_name=os.environ.get("INTRASCRIBE_TRITON_CONFIG_NAME") or None
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def triton_urls(triton):
+    """``TritonPorts`` of the session's server: ``.http_url``/``.grpc_url`` ("127.0.0.1:PORT"), ``.metrics_url``."""
+    return triton.ports
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def _admin_connect():
+    import psycopg
+
+    urls = (
+        [os.environ["INTRASCRIBE_TEST_PG_ADMIN_URL"]]
+        if os.environ.get("INTRASCRIBE_TEST_PG_ADMIN_URL")
+        else []
+    )
+    errors = []
+    for url in urls or PG_ADMIN_URLS:
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=5), url
+        except psycopg.OperationalError as e:
+            errors.append(f"{url}: {str(e).strip()}")
+    raise RuntimeError(
+        "cannot reach PostgreSQL on 127.0.0.1:5432 (scripts/test.sh starts it: "
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start):\n  " + "\n  ".join(errors)
+    )
+
+
+@contextmanager
+def temporary_database() -> Iterator[str]:
+    """Create ``intrascribe_test_<random>``, yield its SQLAlchemy URL, then drop it (WITH (FORCE))."""
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+
+    conn, admin_url = _admin_connect()
+    name = TEST_DB_PREFIX + secrets.token_hex(6)
+    info = conninfo_to_dict(admin_url)
+    user = info.get("user") or conn.info.user
+    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
+    try:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    finally:
+        try:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        finally:
+            conn.close()
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """``postgresql+psycopg://...`` -> ``postgresql://...`` (for psycopg.connect)."""
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """SQLAlchemy URL of a fresh, empty database on the local PostgreSQL, dropped at session end."""
+    try:
+        with temporary_database() as url:
+            yield url
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Redis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("INTRASCRIBE_TEST_REDIS_URL") or REDIS_URL
+
+
+def delete_keys_with_prefix(client, prefix: str) -> int:
+    """Delete every key that starts with ``prefix`` (SCAN + DEL; never FLUSHDB). Returns the count."""
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+    deleted = 0
+    batch: list = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += client.delete(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.delete(*batch)
+    return deleted
+
+
+@contextmanager
+def redis_key_prefix(url: str) -> Iterator[str]:
+    """Yield a unique ``intrascribe-test:<random>:`` prefix; delete the keys under it on exit."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as e:
+        client.close()
+        raise RuntimeError(
+            f"cannot reach Redis at {url} ({e}); scripts/test.sh starts it with redis-server --daemonize yes ..."
+        ) from e
+    prefix = f"{REDIS_TEST_NAMESPACE}{secrets.token_hex(6)}:"
+    try:
+        yield prefix
+    finally:
+        try:
+            delete_keys_with_prefix(client, prefix)
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix(redis_url) -> Iterator[str]:
+    """A key prefix of this session's own; every key under it is deleted at session end."""
+    try:
+        with redis_key_prefix(redis_url) as prefix:
+            yield prefix
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
