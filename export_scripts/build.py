@@ -71,8 +71,17 @@ class Artifact:
     extra_args: tuple[str, ...]
     # files the exporter writes into OUT
     files: tuple[str, ...]
-    # model_repository/<model>/1/ folders the files are installed into
+    # model_repository/<model>/1/ folders the files are installed into ("" = cache only: tests and
+    # benchmarks assemble their own repositories from the cached folder, see ``artifact_dir``)
     models: tuple[str, ...]
+    # Dev models that do not exist anywhere (random or trained weights) are first *built* in the hub
+    # layout by ``python -m <dev_builder> --out DIR [dev_builder_args]`` in the export env, cached.
+    dev_builder: str | None = None
+    dev_builder_args: tuple[str, ...] = ()
+    # extra export_scripts modules (besides exporter, dev_builder, common) whose code feeds the hash
+    code: tuple[str, ...] = ()
+    # built by a plain `build dev`; False = only with --only NAME (e.g. full-size benchmark models)
+    default: bool = True
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -114,16 +123,24 @@ ARTIFACTS: tuple[Artifact, ...] = (
         files=("fsmn_vad.onnx", "am.mvn", "config.yaml", "export_meta.json"),
         models=("vad", "vad_stream"),
     ),
-    # Later: sensevoice_small -> ("asr",), segmentation -> ("segmentation",),
-    # speaker_embedding -> ("speaker_embedding",), each with dev (random weights) and real sources.
+    # --- ASR (SenseVoiceSmall) artifacts go here ---
+    # --- diarization (pyannote) artifacts go here ---
 )
 
 
 # -- hashing / cache ------------------------------------------------------------------------------
 
 
-def _code_files() -> list[Path]:
-    files = sorted((REPO_ROOT / "export_scripts").glob("*.py"))
+def _module_file(module: str) -> Path:
+    return REPO_ROOT / (module.replace(".", "/") + ".py")
+
+
+def _code_files(art: Artifact) -> list[Path]:
+    """The code an artifact's export depends on: a change to any of it invalidates the cache."""
+    modules = ["export_scripts.common", art.exporter, *art.code]
+    if art.dev_builder:
+        modules.append(art.dev_builder)
+    files = sorted({_module_file(m) for m in modules})
     req = REPO_ROOT / "requirements" / "export.txt"
     if req.is_file():
         files.append(req)
@@ -143,9 +160,44 @@ def content_hash(art: Artifact, source: Path) -> str:
     for name in art.optional_source_files:
         if (source / name).is_file():
             add(f"source/{name}", source / name)
-    for path in _code_files():
+    for path in _code_files(art):
         add(path.relative_to(REPO_ROOT).as_posix(), path)
+    h.update(f"args\0{art.extra_args}\0{art.dev_builder_args}\n".encode())
     return h.hexdigest()[:16]
+
+
+def dev_source(art: Artifact, cache_dir: Path, cache_only: bool = False) -> Path:
+    """Build (or reuse) the hub-layout folder of a dev model that has a ``dev_builder``."""
+    h = hashlib.sha256()
+    for path in _code_files(art):
+        h.update(f"{path.relative_to(REPO_ROOT).as_posix()}\0{sha256_file(path)}\n".encode())
+    h.update(f"{art.dev_builder}\0{art.dev_builder_args}\n".encode())
+    target = cache_dir / f"{art.name}-devsrc-{h.hexdigest()[:16]}"
+    if (target / ".complete").is_file():
+        return target
+    if cache_only:
+        raise SourceMissing(f"{art.name}: dev model {target} not built and --cache-only given")
+    subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "ensure_env.sh"), "export"], check=True, stdout=sys.stderr, cwd=REPO_ROOT
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        out = tmp / "out"
+        cmd = [str(_export_python()), "-m", art.dev_builder, "--out", str(out), *art.dev_builder_args]
+        subprocess.run(cmd, check=True, stdout=sys.stderr, cwd=REPO_ROOT)
+        (out / ".complete").write_text(art.dev_builder)
+        replace_dir(out, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def artifact_dir(name: str, mode: str = "dev", cache_dir: Path | None = None, cache_only: bool = False) -> Path:
+    """The cached export folder of artifact ``name`` (built on a miss); for tests and benchmarks."""
+    art = next(a for a in ARTIFACTS if a.name == name)
+    cache_dir = (cache_dir or default_cache_root() / "models").expanduser().resolve()
+    return _ensure_cached(art, mode, cache_dir, force=False, cache_only=cache_only)[0]
 
 
 def _complete(folder: Path, files: tuple[str, ...]) -> bool:
@@ -209,11 +261,11 @@ def _show(path: Path) -> str:
         return str(path)
 
 
-def build_one(
-    art: Artifact, mode: str, cache_dir: Path, repo_dir: Path, force: bool, cache_only: bool
-) -> str:
-    t0 = time.monotonic()
-    source = art.sources[mode]()
+def _ensure_cached(art: Artifact, mode: str, cache_dir: Path, force: bool, cache_only: bool):
+    if mode == "dev" and art.dev_builder:
+        source = dev_source(art, cache_dir, cache_only)
+    else:
+        source = art.sources[mode]()
     digest = content_hash(art, source)
     cached = cache_dir / f"{art.name}-{digest}"
     hit = not force and _complete(cached, art.files)
@@ -224,6 +276,14 @@ def build_one(
                 f"`python -m export_scripts.build {mode}` (needs the export environment)"
             )
         run_export(art, source, cached)
+    return cached, digest, hit, source
+
+
+def build_one(
+    art: Artifact, mode: str, cache_dir: Path, repo_dir: Path, force: bool, cache_only: bool
+) -> str:
+    t0 = time.monotonic()
+    cached, digest, hit, source = _ensure_cached(art, mode, cache_dir, force, cache_only)
     folders = install(art, cached, repo_dir, digest, mode, source)
     where = ", ".join(_show(f) for f in folders)
     return f"{art.name}: {'hit' if hit else 'miss'} {digest} -> {where} {time.monotonic() - t0:.2f} s"
@@ -246,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for art in ARTIFACTS:
         if args.only and art.name not in args.only:
+            continue
+        if not args.only and not art.default:
+            continue
+        if args.mode not in art.sources and not (args.mode == "dev" and art.dev_builder):
             continue
         try:
             print(build_one(art, args.mode, cache_dir, repo_dir, args.force, args.cache_only), flush=True)

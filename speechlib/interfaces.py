@@ -51,3 +51,60 @@ class VADStream:
 
 NO_TIME = -1
 """Marks the missing half of a streaming event row."""
+
+
+class ASR:
+    """``asr``: utterances (<= 30 s each, ragged, dynamically batched) -> text, tags, token timestamps.
+
+    FunASR SenseVoiceSmall: fbank 80 / LFR 7,6 / CMVN -> encoder -> CTC greedy -> detokenize, plus CTC
+    forced alignment for token times, all inside the model (logits never leave the process).
+    """
+
+    NAME = "asr"
+    WAVEFORM = "WAVEFORM"  # FP32 [-1] per request: 16 kHz samples in [-1, 1], at most MAX_SECONDS
+    LANGUAGE = "LANGUAGE"  # BYTES [1], optional: a code speechlib.languages understands ("auto" default)
+    USE_ITN = "USE_ITN"  # BOOL [1], optional: inverse text normalisation (punctuation, numbers); default on
+    TEXT = "TEXT"  # BYTES [1]: the transcript, tags removed
+    DETECTED_LANGUAGE = "DETECTED_LANGUAGE"  # BYTES [1]: zh / en / yue / ja / ko / nospeech
+    EMOTION = "EMOTION"  # BYTES [1]: e.g. NEUTRAL, HAPPY (the <|...|> tag's name), "" if none
+    EVENT = "EVENT"  # BYTES [1]: e.g. Speech, BGM, Laughter, "" if none
+    TOKENS = "TOKENS"  # BYTES [-1]: text pieces (sentencepiece strings), in order
+    TOKEN_IDS = "TOKEN_IDS"  # INT32 [-1]: their ids
+    TOKEN_TIMES_MS = "TOKEN_TIMES_MS"  # INT32 [-1, 2]: (start_ms, end_ms) of each text piece
+    MAX_SECONDS = 30.05  # fsmn-VAD may cut a segment 10 ms past its 30 s cap
+
+
+class Transcribe:
+    """``transcribe`` (BLS): <= 60 s of audio -> VAD segments, each transcribed by ``asr``."""
+
+    NAME = "transcribe"
+    WAVEFORM = "WAVEFORM"  # FP32 [-1]: 16 kHz samples in [-1, 1], at most MAX_SECONDS
+    LANGUAGE = "LANGUAGE"  # BYTES [1], optional
+    USE_ITN = "USE_ITN"  # BOOL [1], optional
+    SEGMENTS = "SEGMENTS"  # INT32 [-1, 2]: (start_ms, end_ms) of each speech segment
+    TEXTS = "TEXTS"  # BYTES [-1]: one transcript per segment
+    LANGUAGES = "LANGUAGES"  # BYTES [-1]
+    EMOTIONS = "EMOTIONS"  # BYTES [-1]
+    EVENTS = "EVENTS"  # BYTES [-1]
+    MAX_SECONDS = 60.0
+
+
+class Segmentation:
+    """``segmentation``: pyannote segmentation-3.0 on fixed 10 s windows -> powerset scores."""
+
+    NAME = "segmentation"
+    WAVEFORM = "WAVEFORM"  # FP32 [1, 160000] per window (batch dim in front)
+    SCORES = "SCORES"  # FP32 [589, 7]: log-softmax powerset scores per frame (as pyannote's model outputs)
+    WINDOW_SAMPLES = 160000
+
+
+class SpeakerEmbedding:
+    """``speaker_embedding``: 10 s windows + per-local-speaker frame masks -> WeSpeaker embeddings.
+
+    The ResNet trunk runs once per window; each active speaker's mask pools its frame features.
+    """
+
+    NAME = "speaker_embedding"
+    WAVEFORM = "WAVEFORM"  # FP32 [1, 160000] per window
+    MASKS = "MASKS"  # FP32 [S, 589]: activity weights of the window's S (<= 3) local speakers
+    EMBEDDINGS = "EMBEDDINGS"  # FP32 [S, 256]; rows of speakers with no activity are NaN (pyannote's convention)
