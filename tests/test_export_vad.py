@@ -191,9 +191,11 @@ def test_hash_covers_sources_and_export_code(tmp_path):
     (src / "config.yaml").write_bytes((asset / "config.yaml").read_bytes() + b"\n# changed\n")
     h2 = build.content_hash(art, src)
     assert len({h0, h1, h2}) == 3
-    code = {p.relative_to(REPO_ROOT).as_posix() for p in build._code_files()}
-    assert "export_scripts/fsmn_vad.py" in code and "export_scripts/build.py" in code
+    code = {p.relative_to(REPO_ROOT).as_posix() for p in build._code_files(art)}
+    assert "export_scripts/fsmn_vad.py" in code and "export_scripts/common.py" in code
     assert "requirements/export.txt" in code
+    # Only this artifact's code counts: other exporters' edits do not invalidate the VAD cache.
+    assert "export_scripts/reference_vad.py" not in code
 
 
 def test_build_real_without_download_names_make_download_models(tmp_path):
