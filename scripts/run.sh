@@ -49,7 +49,7 @@ cat "$work/launcher.out"
 
 # --- api ------------------------------------------------------------------------------------------
 # >>> START THE API HERE once it lands (another helper's work), e.g.:
-#   "$PY" -m uvicorn api.main:app --host 127.0.0.1 --port 8000 >"$work/api.out" 2>&1 &
+#   "$PY" -m uvicorn api.main:create_app --factory --host 127.0.0.1 --port 8000 >"$work/api.out" 2>&1 &
 #   api_pid=$!
 # and wait for http://127.0.0.1:8000/health before the examples below. <<<
 
@@ -79,13 +79,16 @@ cat >"$work/vad_example.py" <<EOF
 import asyncio
 
 from inference_client import TritonClient, VADClient, load_wav
+from speechlib.interfaces import SAMPLE_RATE
 
 
 async def main():
     waveform = load_wav("$clip")  # any PCM WAV -> 16 kHz mono float32
     async with TritonClient("127.0.0.1:$GRPC_PORT") as client:
-        for seg in await VADClient(client).segments(waveform):
-            print(f"speech {seg.start:6.2f} s -> {seg.end:6.2f} s")
+        segments = await VADClient(client).segments(waveform)
+    print(f"{len(waveform) / SAMPLE_RATE:.2f} s of audio, {len(segments)} speech segment(s)")
+    for seg in segments:
+        print(f"  speech {seg.start:6.2f} s -> {seg.end:6.2f} s")
 
 
 asyncio.run(main())

@@ -51,8 +51,11 @@ class BatchSizeMetric:
         self.metric.observe(float(batch_size))
 
 
-def error_response(message: str) -> pb_utils.InferenceResponse:
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+def error_response(message: str, invalid_argument: bool = True) -> pb_utils.InferenceResponse:
+    """A failed response for one request: INVALID_ARG for bad input (the client must not retry it),
+    INTERNAL for a failure of ours."""
+    code = pb_utils.TritonError.INVALID_ARG if invalid_argument else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
 
 def waveform_input(request, name: str, max_seconds: float, sample_rate: int, allow_empty: bool = False) -> np.ndarray:

@@ -77,6 +77,36 @@ def triton():
 
 
 @pytest.fixture(scope="session")
+def triton_models():
+    """Factory of tritonservers that load only the named models (explicit model control), one per
+    distinct set for the whole session: a family's tests do not depend on other families' builds."""
+    from serving.launcher import TritonServer
+
+    servers: dict[tuple[str, ...], TritonServer] = {}
+
+    def start(*models: str) -> TritonServer:
+        key = tuple(sorted(models))
+        if key not in servers:
+            missing = [m for m in unbuilt_models() if m in key]
+            if missing:
+                pytest.fail(f"models not built: {', '.join(missing)}. Run `make models` first.", pytrace=False)
+            servers[key] = TritonServer(
+                MODEL_REPOSITORY, models=list(key), config_name=os.environ.get("INTRASCRIBE_TRITON_CONFIG_NAME") or None
+            ).start()
+        return servers[key]
+
+    yield start
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_vad(triton_models):
+    """A tritonserver with just ``vad`` and ``vad_stream``."""
+    return triton_models("vad", "vad_stream")
+
+
+@pytest.fixture(scope="session")
 def triton_urls(triton):
     """``TritonPorts`` of the session's server: ``.http_url``/``.grpc_url`` ("127.0.0.1:PORT"), ``.metrics_url``."""
     return triton.ports

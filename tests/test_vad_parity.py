@@ -49,7 +49,7 @@ def funasr_reference(wavs: list[Path], max_end_silence_ms: int, cache_root: Path
 @pytest.mark.export
 @pytest.mark.slow
 @pytest.mark.parametrize("max_end_silence_ms", [800, 300])
-def test_triton_vad_equals_funasr(triton, tmp_path_factory, max_end_silence_ms):
+def test_triton_vad_equals_funasr(triton_vad, tmp_path_factory, max_end_silence_ms):
     known, _ = known_silence_file()
     sample, _ = pyannote_sample()
     wavs = [Path(known).resolve(), Path(sample).resolve()]
@@ -57,7 +57,7 @@ def test_triton_vad_equals_funasr(triton, tmp_path_factory, max_end_silence_ms):
     reference = funasr_reference(wavs, max_end_silence_ms, cache_root)
 
     async def ours():
-        async with TritonClient(triton.ports.grpc_url) as client:
+        async with TritonClient(triton_vad.ports.grpc_url) as client:
             vad = VADClient(client)
             return await asyncio.gather(*(vad.segments(load_wav(w), max_end_silence_ms) for w in wavs))
 

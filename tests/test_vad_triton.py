@@ -24,8 +24,8 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def offline(triton, waves, max_end_silence_ms=MAX_END_SILENCE_MS):
-    async with TritonClient(triton.ports.grpc_url) as client:
+async def offline(server, waves, max_end_silence_ms=MAX_END_SILENCE_MS):
+    async with TritonClient(server.ports.grpc_url) as client:
         vad = VADClient(client)
         return await asyncio.gather(*(vad.segments(w, max_end_silence_ms) for w in waves))
 
@@ -68,37 +68,37 @@ def check_against_truth(segments_ms, regions_s, end_silence_ms):
         assert any(s < re_ and e > rs for rs, re_ in regions), f"segment {s:.2f}-{e:.2f} s lies wholly in silence"
 
 
-def test_known_silences_ground_truth(triton, speech_files):
+def test_known_silences_ground_truth(triton_vad, speech_files):
     wave, regions = speech_files["known"]
-    (segments,) = run(offline(triton, [wave]))
+    (segments,) = run(offline(triton_vad, [wave]))
     check_against_truth(as_pairs(segments), regions, MAX_END_SILENCE_MS)
 
 
-def test_pyannote_sample_ground_truth(triton, speech_files):
+def test_pyannote_sample_ground_truth(triton_vad, speech_files):
     wave, turns = speech_files["sample"]
-    (segments,) = run(offline(triton, [wave]))
+    (segments,) = run(offline(triton_vad, [wave]))
     check_against_truth(as_pairs(segments), turns, MAX_END_SILENCE_MS)
 
 
-def test_end_silence_setting_changes_segmentation(triton, speech_files):
+def test_end_silence_setting_changes_segmentation(triton_vad, speech_files):
     wave, _ = speech_files["sample"]
-    short = as_pairs(run(offline(triton, [wave], max_end_silence_ms=200))[0])
-    long_ = as_pairs(run(offline(triton, [wave], max_end_silence_ms=3000))[0])
+    short = as_pairs(run(offline(triton_vad, [wave], max_end_silence_ms=200))[0])
+    long_ = as_pairs(run(offline(triton_vad, [wave], max_end_silence_ms=3000))[0])
     assert len(short) > len(long_) >= 1
 
 
 @pytest.mark.slow
-def test_streaming_equals_offline_and_streams_are_isolated(triton, speech_files):
+def test_streaming_equals_offline_and_streams_are_isolated(triton_vad, speech_files):
     known, _ = speech_files["known"]
     sample, _ = speech_files["sample"]
     rng = np.random.default_rng(1)
     # 8 interleaved streams: different files, offsets and chunk sizes (100-200 ms).
     waves = [known, sample, known[8000:], sample[16000 * 3 :], known * 0.5, sample[: 16000 * 12], known[::-1].copy(), sample]
     chunks = [int(c) for c in rng.choice([1600, 2400, 3200], len(waves))]
-    offline_results = [as_pairs(s) for s in run(offline(triton, waves))]
+    offline_results = [as_pairs(s) for s in run(offline(triton_vad, waves))]
 
     async def all_streams():
-        async with TritonClient(triton.ports.grpc_url) as client:
+        async with TritonClient(triton_vad.ports.grpc_url) as client:
             return await asyncio.gather(*(streamed(client, w, c, pause=0.001) for w, c in zip(waves, chunks)))
 
     streamed_results = run(all_streams())
@@ -107,31 +107,31 @@ def test_streaming_equals_offline_and_streams_are_isolated(triton, speech_files)
         assert st == off, f"stream {i} (chunk {chunks[i]}): streamed {st} != offline {off}"
 
 
-def test_batching_is_real_and_batched_results_equal_single(triton, speech_files):
+def test_batching_is_real_and_batched_results_equal_single(triton_vad, speech_files):
     wave, _ = speech_files["sample"]
     rng = np.random.default_rng(2)
     lengths = rng.integers(SAMPLE_RATE * 9, len(wave), 20)  # first speech in sample.wav is at 6.7 s
     waves = [wave[: int(n)] for n in lengths]
-    singles = [as_pairs(run(offline(triton, [w]))[0]) for w in waves[:4]]
-    before = batch_sizes(scrape(triton.ports.metrics_url), VAD.NAME)
-    batched = [as_pairs(s) for s in run(offline(triton, waves))]
-    delta = batch_sizes(scrape(triton.ports.metrics_url), VAD.NAME) - before
+    singles = [as_pairs(run(offline(triton_vad, [w]))[0]) for w in waves[:4]]
+    before = batch_sizes(scrape(triton_vad.ports.metrics_url), VAD.NAME)
+    batched = [as_pairs(s) for s in run(offline(triton_vad, waves))]
+    delta = batch_sizes(scrape(triton_vad.ports.metrics_url), VAD.NAME) - before
     assert delta.mean > 1.0, f"network ran {delta.count} calls with mean batch {delta.mean:.2f}: no batching"
     assert batched[:4] == singles
     for w, segs in zip(waves, batched):
         assert segs, "empty result for speech"
 
 
-def test_stream_batching_across_streams(triton, speech_files):
+def test_stream_batching_across_streams(triton_vad, speech_files):
     wave, _ = speech_files["sample"]
-    before = batch_sizes(scrape(triton.ports.metrics_url), VADStream.NAME)
+    before = batch_sizes(scrape(triton_vad.ports.metrics_url), VADStream.NAME)
 
     async def many():
-        async with TritonClient(triton.ports.grpc_url) as client:
+        async with TritonClient(triton_vad.ports.grpc_url) as client:
             return await asyncio.gather(*(streamed(client, wave[: SAMPLE_RATE * 8]) for _ in range(16)))
 
     results = run(many())
-    delta = batch_sizes(scrape(triton.ports.metrics_url), VADStream.NAME) - before
+    delta = batch_sizes(scrape(triton_vad.ports.metrics_url), VADStream.NAME) - before
     assert all(r == results[0] for r in results) and results[0]
     assert delta.mean > 1.0, f"streams did not batch (mean network batch {delta.mean:.2f})"
 
@@ -145,11 +145,11 @@ def test_stream_batching_across_streams(triton, speech_files):
         (np.zeros((2, SAMPLE_RATE), np.float32), "one waveform"),
     ],
 )
-def test_bad_input_fails_alone(triton, speech_files, bad, message):
+def test_bad_input_fails_alone(triton_vad, speech_files, bad, message):
     wave, _ = speech_files["known"]
 
     async def mixed():
-        async with TritonClient(triton.ports.grpc_url) as client:
+        async with TritonClient(triton_vad.ports.grpc_url) as client:
             good = [client.infer(VAD.NAME, {VAD.WAVEFORM: wave[None, :]}, [VAD.SEGMENTS]) for _ in range(3)]
             badreq = client.infer(VAD.NAME, {VAD.WAVEFORM: bad if bad.ndim == 2 else bad[None, :]}, [VAD.SEGMENTS])
             return await asyncio.gather(*good, badreq, return_exceptions=True)
@@ -162,9 +162,9 @@ def test_bad_input_fails_alone(triton, speech_files, bad, message):
         assert g[VAD.SEGMENTS].size > 0
 
 
-def test_too_long_and_bad_setting_are_clear_errors(triton):
+def test_too_long_and_bad_setting_are_clear_errors(triton_vad):
     async def go():
-        async with TritonClient(triton.ports.grpc_url) as client:
+        async with TritonClient(triton_vad.ports.grpc_url) as client:
             too_long = np.zeros((1, SAMPLE_RATE * 3601), np.float32)
             r1 = client.infer(VAD.NAME, {VAD.WAVEFORM: too_long}, [VAD.SEGMENTS])
             r2 = client.infer(
@@ -179,9 +179,9 @@ def test_too_long_and_bad_setting_are_clear_errors(triton):
     assert isinstance(r2, InferenceError) and "MAX_END_SILENCE_MS" in str(r2)
 
 
-def test_stream_without_start_is_rejected(triton):
+def test_stream_without_start_is_rejected(triton_vad):
     async def go():
-        async with TritonClient(triton.ports.grpc_url) as client:
+        async with TritonClient(triton_vad.ports.grpc_url) as client:
             return await client.infer(
                 VADStream.NAME,
                 {VADStream.AUDIO_CHUNK: np.zeros((1, CHUNK), np.float32)},
@@ -193,8 +193,8 @@ def test_stream_without_start_is_rejected(triton):
         run(go())
 
 
-def test_silence_gives_no_segments(triton):
+def test_silence_gives_no_segments(triton_vad):
     rng = np.random.default_rng(5)
     quiet = (rng.normal(0, 1e-4, SAMPLE_RATE * 5)).astype(np.float32)
-    (segments,) = run(offline(triton, [quiet]))
+    (segments,) = run(offline(triton_vad, [quiet]))
     assert segments == []

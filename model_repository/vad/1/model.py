@@ -54,7 +54,7 @@ class TritonPythonModel:
                 results = [exc] * len(waves)
             for i, segments in zip(index, results):
                 if isinstance(segments, Exception):
-                    responses[i] = error_response(f"vad failed: {segments}")
+                    responses[i] = error_response(f"vad failed: {segments}", invalid_argument=False)
                     continue
                 rows = np.array(segments, dtype=np.int32).reshape(-1, 2)
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[int_output(VAD.SEGMENTS, rows)])

@@ -91,8 +91,6 @@ class TritonPythonModel:
                     continue
                 seen.add(corrid)
                 try:
-                    if not control_value(request, VADStream.READY) and pb_utils.get_input_tensor_by_name(request, VADStream.READY) is not None:
-                        raise RequestError("request not marked READY")
                     start = control_value(request, VADStream.START)
                     end = control_value(request, VADStream.END)
                     samples = waveform_input(request, VADStream.AUDIO_CHUNK, self.max_chunk_seconds, SAMPLE_RATE, allow_empty=True)
@@ -117,7 +115,7 @@ class TritonPythonModel:
                     rows = [exc] * len(round_items)
                 for (i, corrid, end), r in zip(round_index, rows):
                     if isinstance(r, Exception):
-                        responses[i] = error_response(f"vad_stream failed: {r}")
+                        responses[i] = error_response(f"vad_stream failed: {r}", invalid_argument=False)
                         self.streams.pop(corrid, None)
                         continue
                     responses[i] = pb_utils.InferenceResponse(output_tensors=[int_output(VADStream.EVENTS, r)])

@@ -1,0 +1,417 @@
+"""Global speaker diarization of long audio through Triton (pyannote community-1's pipeline).
+
+Never one Triton request: the client slides 10 s windows over the audio at pyannote's step (1 s),
+sends each window to ``segmentation``, turns its powerset scores into local speakers' masks, sends
+the window and masks to ``speaker_embedding`` (the ResNet trunk once per window), and keeps only the
+per-window results (hard segmentation, embeddings: a few KB per window). At the end the embeddings
+are clustered globally (PLDA + VBx, or agglomerative), the windows' local speakers are mapped to
+global speakers and the frame-level diarization is reconstructed into speaker turns — all pure numpy
+in :mod:`speechlib.diarization`.
+
+    async with TritonClient(url) as client:
+        diarizer = DiarizationClient(client)           # pipeline files: model_repository/speaker_embedding/1
+        result = await diarizer.diarize(waveform)      # 16 kHz mono float32, or an iterator of chunks
+        for turn in result.turns:                      # exclusive: result.exclusive_turns
+            print(turn.start, turn.end, turn.speaker)  # seconds, "SPEAKER_00", ...
+
+Memory is bounded by the request window: audio is held only for windows whose requests are in
+flight (``max_pending_windows``), plus the last 10 s of the stream. Retries for a briefly
+unavailable Triton come from :class:`TritonClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inference_client.client import TritonClient
+from inference_client.vad import validate_waveform
+from speechlib.diarization.aggregate import speaker_count
+from speechlib.diarization.clustering import (
+    DEFAULT_MAX_EMBEDDINGS,
+    agglomerative_clustering,
+    set_num_speakers,
+    vbx_clustering,
+)
+from speechlib.diarization.masks import embedding_masks, min_num_frames
+from speechlib.diarization.plda import PLDA
+from speechlib.diarization.powerset import powerset_to_multilabel
+from speechlib.diarization.reconstruct import Diarization, reconstruct
+from speechlib.diarization.turns import SpeakerTurn
+from speechlib.diarization.windows import FrameGrid, plan_windows, segmentation_frames
+from speechlib.interfaces import SAMPLE_RATE, Segmentation, SpeakerEmbedding
+
+__all__ = [
+    "DEFAULT_PIPELINE_DIR",
+    "DiarizationClient",
+    "DiarizationProgress",
+    "DiarizationResult",
+    "PipelineSettings",
+    "SpeakerTurn",
+]
+
+DEFAULT_PIPELINE_DIR = Path(__file__).resolve().parents[1] / "model_repository" / SpeakerEmbedding.NAME / "1"
+"""Where ``params.json``, ``plda.npz`` and ``xvec_transform.npz`` are installed by the model build."""
+
+CLUSTERING_METHODS = ("vbx", "agglomerative")
+DEFAULT_CHUNK_SECONDS = 30.0  # progress granularity when a whole waveform is given
+
+
+@dataclass
+class DiarizationResult(Diarization):
+    """Who spoke when (:class:`speechlib.diarization.reconstruct.Diarization`: ``turns`` with
+    overlapping speech kept, ``exclusive_turns`` with one speaker at a time for aligning words,
+    ``speakers``, ``centroids``; turns are :class:`SpeakerTurn` in seconds), plus how it was made."""
+
+    duration_s: float = 0.0  # seconds of audio
+    num_windows: int = 0
+    num_embeddings: int = 0  # (window, local speaker) embeddings the models computed
+    subsampled: bool = False  # clustering ran on a time-stratified subsample (above the cap)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: inference, clustering
+
+
+@dataclass(frozen=True)
+class DiarizationProgress:
+    """Reported after each chunk of input: how much audio was read and how many windows are done."""
+
+    seconds_read: float
+    windows_done: int
+    windows_sent: int
+    finished_reading: bool = False
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The pipeline's hyper-parameters, read from the export's ``params.json`` (community-1's values
+    as defaults) plus the PLDA for VBx."""
+
+    step_s: float = 1.0
+    window_s: float = 10.0
+    num_frames: int = Segmentation.NUM_FRAMES
+    num_classes: int = Segmentation.NUM_CLASSES
+    local_speakers: int = 3
+    max_speakers_per_frame: int = 2
+    min_duration_off: float = 0.0
+    exclude_overlap: bool = True
+    min_num_samples: int = 400
+    embedding_dimension: int = 256
+    clustering: str = "vbx"
+    threshold: float = 0.6
+    Fa: float = 0.07
+    Fb: float = 0.8
+    lda_dimension: int = 128
+    plda: PLDA | None = None
+
+    @classmethod
+    def from_dir(cls, directory: str | Path = DEFAULT_PIPELINE_DIR) -> PipelineSettings:
+        """Read ``params.json`` (and ``plda.npz`` + ``xvec_transform.npz`` when present) from ``directory``."""
+        directory = Path(directory)
+        path = directory / "params.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: the diarization pipeline's parameters are installed by the model build "
+                "(`make models`), or pass PipelineSettings(...) yourself"
+            )
+        p = json.loads(path.read_text())
+        seg, emb, clu = p.get("segmentation", {}), p.get("embedding", {}), p.get("clustering", {})
+        method = str(clu.get("method", "VBxClustering"))
+        lda = int(clu.get("plda_lda_dimension", 128))
+        plda = None
+        if (directory / "plda.npz").is_file() and (directory / "xvec_transform.npz").is_file():
+            plda = PLDA.from_dir(directory, lda_dimension=lda)
+        return cls(
+            step_s=float(seg.get("step", 1.0)),
+            window_s=float(seg.get("duration", 10.0)),
+            num_frames=int(seg.get("num_frames", Segmentation.NUM_FRAMES)),
+            num_classes=int(seg.get("num_classes", Segmentation.NUM_CLASSES)),
+            local_speakers=int(seg.get("local_speakers", 3)),
+            max_speakers_per_frame=int(seg.get("max_speakers_per_frame", 2)),
+            min_duration_off=float(seg.get("min_duration_off", 0.0)),
+            exclude_overlap=bool(emb.get("exclude_overlap", True)),
+            min_num_samples=int(emb.get("min_num_samples", 400)),
+            embedding_dimension=int(emb.get("dimension", 256)),
+            clustering="agglomerative" if method.startswith("Agglomerative") else "vbx",
+            threshold=float(clu.get("threshold", 0.6)),
+            Fa=float(clu.get("Fa", 0.07)),
+            Fb=float(clu.get("Fb", 0.8)),
+            lda_dimension=lda,
+            plda=plda,
+        )
+
+
+ProgressCallback = Callable[[DiarizationProgress], object]
+Audio = np.ndarray | Iterable[np.ndarray] | AsyncIterable[np.ndarray]
+
+
+class _WindowStore:
+    """Per-window results, appended in any order, kept compact: hard segmentation as uint8."""
+
+    def __init__(self, num_frames: int, local_speakers: int, dimension: int):
+        self.binary: dict[int, np.ndarray] = {}
+        self.embeddings: dict[int, np.ndarray] = {}
+        self.shape = (num_frames, local_speakers, dimension)
+
+    def arrays(self, num_windows: int) -> tuple[np.ndarray, np.ndarray]:
+        f, s, d = self.shape
+        binary = np.zeros((num_windows, f, s), dtype=np.uint8)
+        emb = np.full((num_windows, s, d), np.nan, dtype=np.float32)
+        for k in range(num_windows):
+            binary[k] = self.binary.pop(k)
+            emb[k] = self.embeddings.pop(k)
+        return binary, emb
+
+
+class DiarizationClient:
+    """Speaker diarization over Triton's ``segmentation`` and ``speaker_embedding`` models.
+
+    Args:
+        client: the process's :class:`TritonClient` (its request window and retries are used).
+        settings: pipeline hyper-parameters and PLDA; default: read from :data:`DEFAULT_PIPELINE_DIR`.
+        max_pending_windows: windows whose requests may be in flight at once (bounds the audio held:
+            10 s = 640 KB each). Default: twice the client's window, so Triton's batches stay full.
+    """
+
+    def __init__(
+        self,
+        client: TritonClient,
+        settings: PipelineSettings | None = None,
+        max_pending_windows: int | None = None,
+        segmentation_model: str = Segmentation.NAME,
+        embedding_model: str = SpeakerEmbedding.NAME,
+    ):
+        self.client = client
+        self.settings = settings if settings is not None else PipelineSettings.from_dir()
+        self.max_pending = max_pending_windows or max(2, 2 * client.max_in_flight)
+        self.segmentation_model = segmentation_model
+        self.embedding_model = embedding_model
+        s = self.settings
+        self.window_samples = int(round(s.window_s * SAMPLE_RATE))
+        self.step_samples = int(round(s.step_s * SAMPLE_RATE))
+        self.min_frames = min_num_frames(
+            num_frames=s.num_frames, duration_s=s.window_s, min_num_samples=s.min_num_samples
+        )
+
+    # -- one window ------------------------------------------------------------------------------
+    async def _window(self, k: int, window: np.ndarray, store: _WindowStore) -> None:
+        s = self.settings
+        x = window.reshape(1, 1, -1)
+        out = await self.client.infer(self.segmentation_model, {Segmentation.WAVEFORM: x}, [Segmentation.SCORES])
+        scores = out[Segmentation.SCORES].reshape(s.num_frames, s.num_classes)
+        binary = powerset_to_multilabel(scores, s.local_speakers, s.max_speakers_per_frame)  # [F, S]
+        masks = embedding_masks(binary[None], s.exclude_overlap, self.min_frames)[0]  # [S, F]
+        if masks.any():
+            out = await self.client.infer(
+                self.embedding_model,
+                {SpeakerEmbedding.WAVEFORM: x, SpeakerEmbedding.MASKS: masks[None].astype(np.float32)},
+                [SpeakerEmbedding.EMBEDDINGS],
+            )
+            emb = out[SpeakerEmbedding.EMBEDDINGS][0]
+            if emb.shape != (s.local_speakers, s.embedding_dimension):
+                raise RuntimeError(
+                    f"{self.embedding_model} returned embeddings of shape {list(emb.shape)}; the pipeline "
+                    f"settings expect [{s.local_speakers}, {s.embedding_dimension}] (params.json out of date?)"
+                )
+        else:  # nobody speaks in this window: nothing to embed
+            emb = np.full((s.local_speakers, s.embedding_dimension), np.nan, dtype=np.float32)
+        store.binary[k] = binary.astype(np.uint8)
+        store.embeddings[k] = emb.astype(np.float32, copy=False)
+
+    # -- the whole pipeline ----------------------------------------------------------------------
+    async def diarize(
+        self,
+        audio: Audio,
+        *,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        clustering: str | None = None,
+        max_embeddings: int | None = DEFAULT_MAX_EMBEDDINGS,
+        progress: ProgressCallback | None = None,
+    ) -> DiarizationResult:
+        """Diarize 16 kHz mono float32 audio: a whole waveform, or an (async) iterator of chunks of
+        any length (e.g. ffmpeg's output read piece by piece; only the last 10 s are kept).
+
+        ``num_speakers`` fixes the number of speakers; otherwise ``min_speakers``/``max_speakers``
+        bound it. ``clustering``: ``"vbx"`` (community-1, default) or ``"agglomerative"``.
+        Above ``max_embeddings`` (window, speaker) embeddings, clustering runs on a time-stratified
+        subsample and every embedding is assigned to its centroids (memory stays bounded).
+        ``progress`` is called after each chunk (and once at the end) with a
+        :class:`DiarizationProgress`; it may be a coroutine function.
+
+        Audio with no speech gives an empty diarization; empty audio raises ``ValueError``.
+        """
+        _check_speaker_counts(num_speakers, min_speakers, max_speakers)
+        method = clustering or self.settings.clustering
+        if method not in CLUSTERING_METHODS:
+            raise ValueError(f"clustering must be one of {CLUSTERING_METHODS}, got {method!r}")
+        if method == "vbx" and self.settings.plda is None:
+            raise ValueError("VBx clustering needs the PLDA (plda.npz + xvec_transform.npz); use clustering='agglomerative'")
+        t0 = time.perf_counter()
+        store = _WindowStore(self.settings.num_frames, self.settings.local_speakers, self.settings.embedding_dimension)
+        pending: set[asyncio.Task] = set()
+        failure: list[BaseException] = []
+        done = 0
+        sent = 0
+
+        def finished(task: asyncio.Task) -> None:
+            nonlocal done
+            pending.discard(task)
+            if task.cancelled():
+                return
+            if task.exception() is not None:
+                failure.append(task.exception())
+            else:
+                done += 1
+
+        async def send(k: int, window: np.ndarray) -> None:
+            nonlocal sent
+            while len(pending) >= self.max_pending and not failure:
+                await asyncio.wait(set(pending), return_when=asyncio.FIRST_COMPLETED)
+            if failure:
+                raise failure[0]
+            task = asyncio.ensure_future(self._window(k, window, store))
+            pending.add(task)
+            task.add_done_callback(finished)
+            sent += 1
+
+        async def report(seconds: float, final: bool = False) -> None:
+            if progress is not None:
+                r = progress(DiarizationProgress(seconds, done, sent, final))
+                if asyncio.iscoroutine(r):
+                    await r
+
+        buffer = np.zeros(0, dtype=np.float32)
+        buffer_start = 0  # absolute index of buffer[0]
+        total = 0
+        next_window = 0
+        try:
+            async for chunk in _chunks(audio):
+                x = validate_waveform(chunk, "audio chunk")
+                if x.size == 0:
+                    continue
+                buffer = np.concatenate([buffer, x])
+                total += x.size
+                # Every window that lies wholly inside the audio read so far.
+                while next_window * self.step_samples + self.window_samples <= total:
+                    start = next_window * self.step_samples - buffer_start
+                    await send(next_window, buffer[start : start + self.window_samples].copy())
+                    next_window += 1
+                drop = next_window * self.step_samples - buffer_start
+                if drop > 0:
+                    buffer = buffer[drop:]
+                    buffer_start += drop
+                await report(total / SAMPLE_RATE)
+            if total == 0:
+                raise ValueError("no audio: the waveform is empty")
+            plan = plan_windows(total, SAMPLE_RATE, self.settings.window_s, self.settings.step_s / self.settings.window_s)
+            if next_window != plan.num_complete:  # pragma: no cover - same arithmetic
+                raise AssertionError(f"sent {next_window} windows, plan has {plan.num_complete}")
+            if plan.has_padded_last:
+                start = next_window * self.step_samples - buffer_start
+                last = np.zeros(self.window_samples, dtype=np.float32)
+                piece = buffer[start : start + self.window_samples]
+                last[: piece.size] = piece
+                await send(next_window, last)
+            buffer = np.zeros(0, dtype=np.float32)
+            while pending:
+                await asyncio.wait(set(pending))
+            if failure:
+                raise failure[0]
+        finally:
+            for task in list(pending):
+                task.cancel()
+        await report(total / SAMPLE_RATE, final=True)
+        t_infer = time.perf_counter() - t0
+        binary, embeddings = store.arrays(plan.num_windows)
+        result = await asyncio.to_thread(
+            assemble_diarization,
+            binary,
+            embeddings,
+            self.settings,
+            total / SAMPLE_RATE,
+            method=method,
+            num_speakers=num_speakers,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+            max_embeddings=max_embeddings,
+        )
+        result.timings = {"inference": t_infer, "clustering": time.perf_counter() - t0 - t_infer}
+        return result
+
+
+def assemble_diarization(
+    binary: np.ndarray,
+    embeddings: np.ndarray,
+    settings: PipelineSettings,
+    duration_s: float,
+    *,
+    method: str = "vbx",
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    max_embeddings: int | None = DEFAULT_MAX_EMBEDDINGS,
+) -> DiarizationResult:
+    """Global part of the pipeline: speaker count, clustering, reconstruction into speaker turns.
+
+    ``binary``: (windows, frames, local speakers) 0/1 hard segmentation; ``embeddings``: (windows,
+    local speakers, D) with NaN rows where skipped; ``duration_s``: length of the audio in seconds.
+    """
+    num_windows, dim = binary.shape[0], embeddings.shape[-1]
+    chunks = FrameGrid(start_s=0.0, step_s=settings.step_s, duration_s=settings.window_s)
+    frames = segmentation_frames(SAMPLE_RATE)
+    computed = int((~np.isnan(embeddings).any(axis=2)).sum())
+    info = {"duration_s": duration_s, "num_windows": num_windows, "num_embeddings": computed}
+    count = speaker_count(binary, chunks, frames) if num_windows else np.zeros(0, np.uint8)
+    if int(count.max(initial=0)) == 0:  # nobody ever speaks
+        return DiarizationResult(centroids=np.zeros((0, dim)), **info)
+    kw = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, max_embeddings=max_embeddings)
+    if method == "vbx":
+        clusters = vbx_clustering(
+            embeddings, binary, settings.plda, threshold=settings.threshold, Fa=settings.Fa, Fb=settings.Fb, **kw
+        )
+    else:
+        clusters = agglomerative_clustering(embeddings, binary, **kw)
+    _, _, high = set_num_speakers(num_speakers, min_speakers, max_speakers)
+    out = reconstruct(
+        binary, clusters.hard_clusters, count, chunks, frames,
+        max_speakers=high, min_duration_off=settings.min_duration_off, centroids=clusters.centroids,
+    )
+    return DiarizationResult(
+        turns=out.turns,
+        exclusive_turns=out.exclusive_turns,
+        speakers=out.speakers,
+        clusters=out.clusters,
+        centroids=out.centroids,
+        subsampled=clusters.subsampled,
+        **info,
+    )
+
+
+def _check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:
+    for name, value in (("num_speakers", num), ("min_speakers", low), ("max_speakers", high)):
+        if value is not None and (int(value) != value or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"min_speakers ({low}) must not exceed max_speakers ({high})")
+
+
+async def _chunks(audio: Audio):
+    """Yield the audio as 1-D chunks; a whole waveform is cut into pieces so progress is reported."""
+    if isinstance(audio, np.ndarray):
+        x = validate_waveform(audio)
+        step = int(DEFAULT_CHUNK_SECONDS * SAMPLE_RATE)
+        for start in range(0, x.size, step):
+            yield x[start : start + step]
+        return
+    if hasattr(audio, "__aiter__"):
+        async for chunk in audio:
+            yield chunk
+        return
+    for chunk in audio:
+        yield chunk
