@@ -48,10 +48,17 @@ done
 cat "$work/launcher.out"
 
 # --- api ------------------------------------------------------------------------------------------
-# >>> START THE API HERE once it lands (another helper's work), e.g.:
-#   "$PY" -m uvicorn api.main:create_app --factory --host 127.0.0.1 --port 8000 >"$work/api.out" 2>&1 &
-#   api_pid=$!
-# and wait for http://127.0.0.1:8000/health before the examples below. <<<
+# The orchestrator and its job worker on embedded defaults (SQLite + blobs under ./data, huey's SQLite
+# queue, in-process live data, embedded auth); scripts/run_api.sh migrates and waits for /health/live.
+"$root/scripts/run_api.sh" >"$work/api.out" 2>&1 &
+api_pid=$!
+API_URL=http://127.0.0.1:${API_PORT:-8000}
+for _ in $(seq 1 120); do
+  curl -sf "$API_URL/health/live" >/dev/null 2>&1 && break
+  if ! kill -0 "$api_pid" 2>/dev/null; then echo "the api did not start:" >&2; cat "$work/api.out" >&2; exit 1; fi
+  sleep 0.5
+done
+echo "api: $API_URL (docs: $API_URL/docs; log: $work/api.out)"
 
 # --- example 1: Python, inference_client --------------------------------------------------------
 # Kept in the cache (not the temporary folder) so the printed snippet still works after this script.
@@ -113,6 +120,22 @@ echo "=== curl: the same model over HTTP (KServe v2 JSON; $VAD_SILENCE is option
 echo "    curl -s localhost:$HTTP_PORT/v2/models/$VAD_MODEL/infer -d '$body'"
 echo "--- output:"
 curl -s "localhost:$HTTP_PORT/v2/models/$VAD_MODEL/infer" -d "$body"
+echo
+echo
+# --- example 3: the api --------------------------------------------------------------------------
+echo
+echo "=== api: register, log in, create a session ==="
+user="demo-$(date +%s)@example.com"
+echo "    curl -s -X POST $API_URL/api/v1/auth/register -H 'content-type: application/json' -d '{\"email\":\"$user\",\"password\":\"a-long-password\"}'"
+token=$(curl -s -X POST "$API_URL/api/v1/auth/register" -H 'content-type: application/json' \
+  -d "{\"email\":\"$user\",\"password\":\"a-long-password\"}" | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("access_token",""))')
+echo "    curl -s -X POST $API_URL/api/v1/sessions/ -H 'authorization: Bearer \$TOKEN' -H 'content-type: application/json' -d '{\"title\":\"My Meeting\",\"language\":\"zh-CN\"}'"
+echo "--- output:"
+curl -s -X POST "$API_URL/api/v1/sessions/" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"title":"My Meeting","language":"zh-CN"}'
+echo
+echo "=== api health: curl -s $API_URL/health ==="
+curl -s "$API_URL/health"
 echo
 echo
 echo "Metrics: curl -s localhost:$METRICS_PORT/metrics | grep -E 'nv_inference_(exec_)?count|intrascribe_'"

@@ -1,0 +1,137 @@
+"""Authentication of a request, before any route (and any body parsing) runs.
+
+The public set is explicit and small (``PUBLIC_PATHS``); every other path needs a credential, so a
+new route is protected unless someone adds it here. Operator endpoints (/metrics, /info) take the
+operator token, or are public if the deployment says so.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from api.core.config import AuthMode, Settings
+from api.core.security import AuthError, Principal, Scope, TokenVerifier, hash_api_key, looks_like_api_key
+from api.db.session import Database
+from api.db.types import utcnow
+from api.models import ApiKey, User
+
+log = logging.getLogger("api.auth")
+
+AUTH_PREFIX = "/api/v1/auth"
+PUBLIC_PATHS: frozenset[str] = frozenset(
+    {
+        "/health",
+        "/health/live",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+        f"{AUTH_PREFIX}/login",
+        f"{AUTH_PREFIX}/register",
+    }
+)
+OPERATOR_PATHS: frozenset[str] = frozenset({"/metrics", "/info"})
+
+_LAST_USED_RESOLUTION_S = 60.0
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, db: Database):
+        self.settings = settings
+        self.db = db
+        self.verifier = TokenVerifier(settings)
+
+    # -------------------------------------------------------------------------------- paths
+    def is_public(self, path: str) -> bool:
+        if path in PUBLIC_PATHS:
+            return True
+        return path in OPERATOR_PATHS and self.settings.operator_endpoints_public
+
+    @staticmethod
+    def is_operator_path(path: str) -> bool:
+        return path in OPERATOR_PATHS
+
+    def check_operator(self, authorization: str | None) -> None:
+        expected = self.settings.operator_token.get_secret_value()
+        if not expected:
+            raise AuthError(
+                "operator_token_not_set", "set OPERATOR_TOKEN (or OPERATOR_ENDPOINTS_PUBLIC=true)"
+            )
+        given = _bearer(authorization)
+        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise AuthError("bad_operator_token")
+
+    # -------------------------------------------------------------------------------- users
+    def authenticate(self, authorization: str | None, api_key_header: str | None = None) -> Principal:
+        """Blocking (database): call from a worker thread."""
+        credential = api_key_header or _bearer(authorization)
+        if not credential:
+            raise AuthError("missing_credentials")
+        if looks_like_api_key(credential):
+            return self._api_key_principal(credential)
+        claims = self.verifier.verify(credential)
+        user_id = uuid.UUID(str(claims["sub"]))
+        email = claims.get("email")
+        self._ensure_user(user_id, email)
+        return Principal(
+            user_id=user_id, email=email, role=str(claims.get("role", "authenticated")), claims=claims
+        )
+
+    def _ensure_user(self, user_id: uuid.UUID, email: str | None) -> None:
+        with self.db.session() as s:
+            active = s.scalar(select(User.is_active).where(User.id == user_id))
+            if active is None:
+                if self.settings.auth_mode is not AuthMode.supabase:
+                    raise AuthError("unknown_user")
+                # Supabase owns the accounts: the first request of a verified user creates the profile.
+                try:
+                    s.add(User(id=user_id, email=email))
+                    s.commit()
+                except IntegrityError:
+                    s.rollback()
+                    active = s.scalar(select(User.is_active).where(User.id == user_id))
+                    if active is None:  # the email is taken by another id
+                        s.add(User(id=user_id, email=None))
+                        s.commit()
+                active = True
+            if not active:
+                raise AuthError("user_disabled", "this account is disabled")
+
+    def _api_key_principal(self, secret: str) -> Principal:
+        now = utcnow()
+        with self.db.session() as s:
+            row = s.execute(
+                select(ApiKey, User.email, User.is_active)
+                .join(User, User.id == ApiKey.user_id)
+                .where(ApiKey.key_hash == hash_api_key(secret))
+            ).one_or_none()
+            if row is None:
+                raise AuthError("unknown_api_key")
+            key, email, active = row
+            if key.revoked_at is not None:
+                raise AuthError("revoked_api_key")
+            if key.expires_at is not None and key.expires_at <= now:
+                raise AuthError("expired_api_key")
+            if not active:
+                raise AuthError("user_disabled", "this account is disabled")
+            if key.last_used_at is None or (now - key.last_used_at).total_seconds() > _LAST_USED_RESOLUTION_S:
+                s.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        return Principal(
+            user_id=key.user_id,
+            email=email,
+            scopes=frozenset(key.scopes or ()) & Scope.ALL,
+            api_key_id=key.id,
+        )
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

@@ -1,0 +1,173 @@
+"""Settings of the api and its job worker, read from the environment (and ``.env``).
+
+Every setting, its default and its meaning is listed in ``.env.example``; names here are the
+environment variable names lower-cased. The defaults are the embedded mode: SQLite and a local blob
+directory under ``DATA_DIR``, the SQLite-backed job queue, in-process live data, embedded auth.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from speechlib.interfaces import TRITON_HTTP_PORT
+
+API_PORT = 8000
+
+
+class AuthMode(str, Enum):
+    embedded = "embedded"  # register/login here; we issue Supabase-shaped HS256 tokens
+    supabase = "supabase"  # verify a Supabase project's access tokens (HS256 secret and/or JWKS)
+
+
+class BlobBackend(str, Enum):
+    local = "local"
+    supabase = "supabase"
+
+
+class QueueBackend(str, Enum):
+    auto = "auto"  # redis when REDIS_URL is set, else sqlite
+    sqlite = "sqlite"
+    redis = "redis"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- storage of everything local (embedded mode)
+    data_dir: Path = Path("./data")
+    database_url: str = ""  # empty: sqlite:///<DATA_DIR>/intrascribe.db
+    database_echo: bool = False
+
+    # --- Redis (optional): job queue broker and live data; empty = embedded stand-ins
+    redis_url: str = ""
+    redis_prefix: str = "intrascribe:"
+
+    # --- job queue
+    queue_backend: QueueBackend = QueueBackend.auto
+    queue_name: str = "intrascribe"
+    queue_sqlite_path: Path | None = None  # default <DATA_DIR>/queue.db
+    job_lease_seconds: float = 30.0
+    job_heartbeat_seconds: float = 10.0
+    job_reaper_interval_seconds: float = 5.0
+    job_max_attempts: int = 3
+    job_retry_delay_seconds: float = 5.0
+    job_requeue_stale_seconds: float = 60.0
+    worker_concurrency: int = 2
+    worker_metrics_port: int = 0  # 0: the worker exposes no metrics endpoint
+    worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container that Prometheus scrapes
+
+    # --- auth
+    auth_mode: AuthMode = AuthMode.embedded
+    jwt_secret: SecretStr = SecretStr("")  # embedded: signing key (generated into DATA_DIR if empty)
+    jwt_audience: str = "authenticated"
+    jwt_issuer: str = ""  # verified when set; embedded tokens carry it (default "intrascribe")
+    access_token_expire_seconds: int = 3600
+    allow_registration: bool = True
+    supabase_url: str = ""
+    supabase_jwks_url: str = ""  # default <SUPABASE_URL>/auth/v1/.well-known/jwks.json
+    supabase_service_role_key: SecretStr = SecretStr("")
+
+    # --- audio blobs
+    blob_backend: BlobBackend = BlobBackend.local
+    blob_dir: Path | None = None  # default <DATA_DIR>/blobs
+    storage_bucket: str = "audio-recordings"
+    storage_url: str = ""  # default <SUPABASE_URL>/storage/v1
+    signed_url_expire_seconds: int = 3600
+    max_upload_bytes: int = 4 * 1024**3
+
+    # --- HTTP surface
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    operator_token: SecretStr = SecretStr("")
+    operator_endpoints_public: bool = False
+
+    # --- dependencies checked by /health
+    triton_http_url: str = f"http://127.0.0.1:{TRITON_HTTP_PORT}"  # empty: no Triton check
+    triton_models: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: Triton's index
+    llm_health_url: str = ""  # empty: LLM reported as not configured
+    health_optional: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["llm"])
+    health_timeout_seconds: float = 2.0
+
+    log_level: str = "INFO"
+
+    _split = field_validator("cors_origins", "triton_models", "health_optional", mode="before")(_split_csv)
+    _empty_is_default = field_validator("queue_sqlite_path", "blob_dir", mode="before")(
+        lambda v: None if v == "" else v
+    )
+
+    # ---------------------------------------------------------------- derived values
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'intrascribe.db').as_posix()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def resolved_queue_backend(self) -> QueueBackend:
+        if self.queue_backend is QueueBackend.auto:
+            return QueueBackend.redis if self.redis_url else QueueBackend.sqlite
+        return self.queue_backend
+
+    @property
+    def resolved_queue_sqlite_path(self) -> Path:
+        return self.queue_sqlite_path or self.data_dir / "queue.db"
+
+    @property
+    def resolved_jwks_url(self) -> str:
+        if self.supabase_jwks_url:
+            return self.supabase_jwks_url
+        if self.supabase_url:
+            return self.supabase_url.rstrip("/") + "/auth/v1/.well-known/jwks.json"
+        return ""
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url.rstrip("/") + "/"
+        return self.supabase_url.rstrip("/") + "/storage/v1/"
+
+    @property
+    def token_issuer(self) -> str:
+        return self.jwt_issuer or "intrascribe"
+
+    @cached_property
+    def signing_secret(self) -> str:
+        """The HS256 key: JWT_SECRET, or in embedded mode one generated once into DATA_DIR."""
+        secret = self.jwt_secret.get_secret_value()
+        if secret or self.auth_mode is AuthMode.supabase:
+            return secret
+        path = self.data_dir / "jwt_secret"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # api and worker may start together: write a private temp file, then link it into place,
+        # which fails if the other process won; both then read the one file that exists.
+        tmp = path.with_name(f".jwt_secret.{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_urlsafe(48))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text().strip()
+
+
+def get_settings() -> Settings:
+    return Settings()

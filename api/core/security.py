@@ -1,0 +1,203 @@
+"""Passwords, access tokens and API keys.
+
+Access tokens have the shape of Supabase's: HS256/ES256/RS256 JWTs with ``sub`` (the user id),
+``aud`` ("authenticated"), ``role``, ``email``, ``exp``, ``iat`` (and ``iss`` when configured).
+Embedded mode issues them (HS256); supabase mode only verifies them — the HS256 ones with the
+project's JWT secret, the asymmetric ones with a key from the project's JWKS, chosen by ``kid``.
+``alg: none`` and any algorithm not listed here are refused before a key is even looked up.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from pwdlib import PasswordHash
+
+from api.core.config import AuthMode, Settings
+
+ASYMMETRIC_ALGORITHMS = ("ES256", "RS256")
+API_KEY_PREFIX = "isk_"
+
+_password_hash = PasswordHash.recommended()  # argon2id with pwdlib's current parameters
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so a login's timing does not reveal it."""
+    return _password_hash.hash(secrets.token_urlsafe(16))
+
+
+# ------------------------------------------------------------------------------------- scopes
+class Scope:
+    """Scopes an API key can carry. An access token (interactive login) carries all of them."""
+
+    SESSIONS_READ = "sessions:read"
+    SESSIONS_WRITE = "sessions:write"
+    JOBS_READ = "jobs:read"
+    JOBS_WRITE = "jobs:write"
+    TRANSCRIBE = "transcribe"
+    SUMMARIZE = "summarize"
+    TEMPLATES_READ = "templates:read"
+    TEMPLATES_WRITE = "templates:write"
+    PROFILE = "profile"
+
+    ALL: frozenset[str] = frozenset(
+        {
+            SESSIONS_READ,
+            SESSIONS_WRITE,
+            JOBS_READ,
+            JOBS_WRITE,
+            TRANSCRIBE,
+            SUMMARIZE,
+            TEMPLATES_READ,
+            TEMPLATES_WRITE,
+            PROFILE,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user, through an access token or one of their API keys."""
+
+    user_id: uuid.UUID
+    email: str | None = None
+    role: str = "authenticated"
+    scopes: frozenset[str] = field(default_factory=lambda: Scope.ALL)
+    api_key_id: uuid.UUID | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def via_api_key(self) -> bool:
+        return self.api_key_id is not None
+
+    def has_scopes(self, *required: str) -> bool:
+        return all(s in self.scopes for s in required)
+
+
+class AuthError(Exception):
+    """A credential that does not authenticate. ``reason`` is a short, loggable, non-secret code."""
+
+    def __init__(self, reason: str, message: str = "invalid or missing credentials"):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# ------------------------------------------------------------------------------------ passwords
+def hash_password(password: str) -> str:
+    return _password_hash.hash(password)
+
+
+def verify_password(password: str, hashed: str | None) -> bool:
+    """Constant-work check: verifies against a dummy hash when there is no user."""
+    if hashed is None:
+        _password_hash.verify(password, _dummy_hash())
+        return False
+    try:
+        return _password_hash.verify(password, hashed)
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------------------- tokens
+def issue_access_token(
+    settings: Settings, user_id: uuid.UUID, email: str | None, *, expires_in: int | None = None
+) -> tuple[str, int]:
+    """Embedded mode: an HS256 token shaped like Supabase's. Returns (token, expires_at epoch s)."""
+    now = int(time.time())
+    exp = now + (expires_in if expires_in is not None else settings.access_token_expire_seconds)
+    claims = {
+        "sub": str(user_id),
+        "aud": settings.jwt_audience,
+        "role": "authenticated",
+        "email": email,
+        "iat": now,
+        "exp": exp,
+        "iss": settings.token_issuer,
+    }
+    return jwt.encode(claims, settings.signing_secret, algorithm="HS256"), exp
+
+
+class TokenVerifier:
+    """Verifies access tokens for the configured auth mode (signature, expiry, audience, issuer)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.hs256_secret = settings.signing_secret
+        jwks_url = settings.resolved_jwks_url if settings.auth_mode is AuthMode.supabase else ""
+        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=600, timeout=5) if jwks_url else None
+
+    def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as e:
+            raise AuthError("malformed_token") from e
+        alg = header.get("alg")
+        if alg == "HS256":
+            if not self.hs256_secret:
+                raise AuthError("hs256_not_configured")
+            key: Any = self.hs256_secret
+        elif alg in ASYMMETRIC_ALGORITHMS:
+            if self._jwks is None:
+                raise AuthError("jwks_not_configured")
+            try:
+                signing_key = self._jwks.get_signing_key_from_jwt(token)
+            except (jwt.PyJWKClientError, jwt.PyJWTError) as e:
+                raise AuthError("unknown_signing_key") from e
+            if signing_key.algorithm_name not in ASYMMETRIC_ALGORITHMS or signing_key.algorithm_name != alg:
+                raise AuthError("algorithm_mismatch")
+            key = signing_key.key
+        else:
+            raise AuthError("algorithm_not_allowed")
+        options = {"require": ["exp", "sub", "aud"], "verify_iss": bool(self.settings.jwt_issuer)}
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer or None,
+                options=options,
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as e:
+            raise AuthError("expired") from e
+        except jwt.InvalidAudienceError as e:
+            raise AuthError("wrong_audience") from e
+        except jwt.InvalidIssuerError as e:
+            raise AuthError("wrong_issuer") from e
+        except jwt.InvalidSignatureError as e:
+            raise AuthError("bad_signature") from e
+        except jwt.PyJWTError as e:
+            raise AuthError("invalid_token") from e
+        try:
+            uuid.UUID(str(claims["sub"]))
+        except ValueError as e:
+            raise AuthError("invalid_subject") from e
+        if claims.get("role", "authenticated") == "anon":
+            raise AuthError("anonymous_token")
+        return claims
+
+
+# ------------------------------------------------------------------------------------- API keys
+def generate_api_key() -> tuple[str, str, str]:
+    """A new key: (the secret shown once, its display prefix, its stored hash)."""
+    public = secrets.token_hex(4)
+    secret = f"{API_KEY_PREFIX}{public}_{secrets.token_urlsafe(32)}"
+    return secret, f"{API_KEY_PREFIX}{public}", hash_api_key(secret)
+
+
+def hash_api_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def looks_like_api_key(credential: str) -> bool:
+    return credential.startswith(API_KEY_PREFIX)

@@ -1,0 +1,102 @@
+"""The api application: ``uvicorn api.main:create_app --factory`` (settings from the environment).
+
+Middleware order, outermost first: request id + metrics, CORS (only if origins are configured),
+authentication. Routes never see an unauthenticated request unless their path is public.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Security
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.context import AppContext, _version
+from api.core.config import AuthMode, Settings, get_settings
+from api.core.middleware import REQUEST_ID_HEADER, AuthMiddleware, RequestContextMiddleware
+from api.routes import api_keys, auth, jobs, ops, sessions, users
+
+log = logging.getLogger("api")
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """5xx: the body carries the request id (to find the log line), never the exception's text."""
+    request_id = _request_id(request)
+    log.error(
+        "unhandled error [request_id=%s] %s %s", request_id, request.method, request.url.path, exc_info=exc
+    )
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+    return JSONResponse(
+        {"detail": "internal server error", "request_id": request_id}, status_code=500, headers=headers
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    body = {"detail": exc.detail}
+    if exc.status_code >= 500:
+        body = {"detail": "internal server error" if exc.status_code == 500 else exc.detail}
+        body["request_id"] = _request_id(request)
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    ctx = ctx or AppContext.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        ctx.close()
+
+    app = FastAPI(
+        title="Intrascribe API",
+        version=_version(),
+        description="Meeting transcription: sessions, audio, durable jobs. Authenticate with "
+        "`Authorization: Bearer <access token or API key>`.",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+
+    app.add_exception_handler(Exception, _unhandled)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+    if settings.auth_mode is AuthMode.embedded:
+        app.include_router(auth.router)
+    # Documentation only (the lock icons and "Authorize" in /docs): AuthMiddleware does the checking.
+    documented_auth = [
+        Security(HTTPBearer(auto_error=False, description="access token or API key (isk_...)"))
+    ]
+    for router in (
+        users.router,
+        sessions.router,
+        sessions.audio_router,
+        api_keys.router,
+        jobs.router,
+        jobs.tasks_router,
+    ):
+        app.include_router(router, dependencies=documented_auth)
+    app.include_router(ops.router)
+
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(AuthMiddleware, authenticator=ctx.auth, metrics=ctx.metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID", "Last-Event-ID"],
+            expose_headers=["X-Request-ID", "X-Total-Count"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
+    return app

@@ -1,0 +1,185 @@
+"""Job status, progress stream (SSE) and cancel; ``/api/v2/tasks`` is the original's alias."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from api.core.security import Principal, Scope
+from api.db.types import utcnow
+from api.deps import DB, Ctx, require_scopes
+from api.jobs.store import TERMINAL, JobStore
+from api.models import Job, JobStatus
+from api.schemas import JobOut, TaskStatusOut
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+tasks_router = APIRouter(prefix="/api/v2/tasks", tags=["jobs"])
+
+Reader = Annotated[Principal, require_scopes(Scope.JOBS_READ)]
+Writer = Annotated[Principal, require_scopes(Scope.JOBS_WRITE)]
+
+SSE_POLL_SECONDS = 0.5
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def _owned(db, principal: Principal, job_id: uuid.UUID) -> Job:
+    job = db.scalar(select(Job).where(Job.id == job_id, Job.user_id == principal.user_id))
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")
+    return job
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(
+    db: DB,
+    principal: Reader,
+    status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
+    kind: str | None = None,
+    session_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Job]:
+    query = select(Job).where(Job.user_id == principal.user_id)
+    if status_:
+        query = query.where(Job.status.in_([s.value for s in status_]))
+    if kind:
+        query = query.where(Job.kind == kind)
+    if session_id:
+        query = query.where(Job.session_id == session_id)
+    return list(db.scalars(query.order_by(Job.created_at.desc()).limit(limit).offset(offset)))
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: uuid.UUID, db: DB, principal: Reader) -> Job:
+    return _owned(db, principal, job_id)
+
+
+def _cancel(db, principal: Principal, job_id: uuid.UUID) -> Job:
+    job = _owned(db, principal, job_id)
+    if job.status in TERMINAL:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")
+    JobStore.request_cancel(db, job_id)
+    db.commit()
+    db.refresh(job)
+    return job
+
+
+@router.delete("/{job_id}", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+def cancel_job(job_id: uuid.UUID, db: DB, principal: Writer) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next chunk (watch its events)."""
+    return _cancel(db, principal, job_id)
+
+
+def _sse(event_id: int | None, event: str, data: dict) -> bytes:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {event}")
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'), default=str)}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events; see docs/jobs.md"}
+    },
+)
+async def job_events(
+    job_id: uuid.UUID,
+    request: Request,
+    ctx: Ctx,
+    principal: Reader,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+):
+    """Server-Sent Events: a ``snapshot`` of the job, then its ``status`` and ``progress`` events
+    (``id`` = event sequence number; reconnect with ``Last-Event-ID`` to resume without gaps).
+    The stream ends after a terminal status (completed, failed, cancelled)."""
+
+    def load():
+        with ctx.db.session() as s:
+            job = s.scalar(select(Job).where(Job.id == job_id, Job.user_id == principal.user_id))
+            if job is None:
+                return None, 0
+            return JobOut.model_validate(job).model_dump(mode="json"), ctx.jobs.last_event_id(s, job_id)
+
+    snapshot, last_id = await anyio.to_thread.run_sync(load)
+    if snapshot is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")
+    resume_from: int | None = None
+    if last_event_id is not None:
+        try:
+            resume_from = max(0, int(last_event_id))
+        except ValueError:
+            resume_from = None
+
+    async def stream():
+        after = last_id
+        if resume_from is None:
+            yield _sse(last_id, "snapshot", snapshot)
+            if snapshot["status"] in TERMINAL:
+                return
+        else:
+            after = resume_from
+        idle = 0.0
+        while True:
+            if await request.is_disconnected():
+                return
+            events = await anyio.to_thread.run_sync(ctx.jobs.events_after, job_id, after)
+            for ev in events:
+                after = ev.id
+                yield _sse(ev.id, ev.type, ev.data)
+                if ev.type == "status" and ev.data.get("status") in TERMINAL:
+                    return
+            if events:
+                idle = 0.0
+                continue
+            await asyncio.sleep(SSE_POLL_SECONDS)
+            idle += SSE_POLL_SECONDS
+            if idle >= SSE_KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# ------------------------------------------------------------------------------ original alias
+def _task_envelope(job: Job, message: str) -> TaskStatusOut:
+    out = JobOut.model_validate(job)
+    return TaskStatusOut(
+        message=message,
+        timestamp=utcnow(),
+        task_id=job.id,
+        status=out.status,
+        progress=out.progress,
+        result=out.result,
+        error=out.error.message if out.error else None,
+        job=out,
+    )
+
+
+@tasks_router.get("/{task_id}/status", response_model=TaskStatusOut)
+def task_status(task_id: uuid.UUID, db: DB, principal: Reader) -> TaskStatusOut:
+    return _task_envelope(_owned(db, principal, task_id), "Task status retrieved")
+
+
+@tasks_router.get("/{task_id}", response_model=TaskStatusOut)
+def task_get(task_id: uuid.UUID, db: DB, principal: Reader) -> TaskStatusOut:
+    return _task_envelope(_owned(db, principal, task_id), "Task status retrieved")
+
+
+@tasks_router.delete("/{task_id}", response_model=TaskStatusOut)
+def task_cancel(task_id: uuid.UUID, db: DB, principal: Writer) -> TaskStatusOut:
+    return _task_envelope(_cancel(db, principal, task_id), "Task cancellation requested")

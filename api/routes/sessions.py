@@ -1,0 +1,194 @@
+"""Recording sessions: the original's CRUD at /api/v1/sessions/ plus their audio files."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
+from fastapi.responses import StreamingResponse
+
+from api.core.security import Principal, Scope
+from api.crud import audio as audio_crud
+from api.crud import sessions as crud
+from api.deps import DB, Ctx, require_scopes
+from api.models import DEFAULT_LANGUAGE, DEFAULT_SESSION_TITLE, RecordingSession, SessionStatus
+from api.schemas import AudioFileOut, Message, SessionCreate, SessionOut, SessionUpdate, SignedUrlOut
+
+router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
+audio_router = APIRouter(prefix="/api/v1/audio-files", tags=["sessions"])
+
+Reader = Annotated[Principal, require_scopes(Scope.SESSIONS_READ)]
+Writer = Annotated[Principal, require_scopes(Scope.SESSIONS_WRITE)]
+
+NOT_FOUND = "session not found"
+
+
+def _owned(db, principal: Principal, session_id: uuid.UUID) -> RecordingSession:
+    session = crud.get_owned(db, principal.user_id, session_id)
+    if session is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    return session
+
+
+@router.post("/", response_model=SessionOut, status_code=status.HTTP_201_CREATED)
+def create_session(body: SessionCreate, db: DB, principal: Writer) -> RecordingSession:
+    if body.template_id and not crud.template_visible(db, principal.user_id, body.template_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "template not found")
+    session = RecordingSession(
+        user_id=principal.user_id,
+        title=(body.title or "").strip() or DEFAULT_SESSION_TITLE,
+        description=body.description,
+        language=body.language or crud.default_language(db, principal.user_id) or DEFAULT_LANGUAGE,
+        tags=body.tags,
+        template_id=body.template_id,
+        meta=body.metadata,
+        status=SessionStatus.created.value,
+    )
+    db.add(session)
+    db.commit()
+    return session
+
+
+@router.get("/", response_model=list[SessionOut])
+def list_sessions(
+    db: DB,
+    principal: Reader,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status_: Annotated[list[SessionStatus] | None, Query(alias="status")] = None,
+    language: str | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="substring of title or description")] = None,
+    tag: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> list[RecordingSession]:
+    """Newest first. The total count (for pagination) is in the ``X-Total-Count`` header."""
+    rows, total = crud.list_sessions(
+        db,
+        principal.user_id,
+        limit=limit,
+        offset=offset,
+        statuses=[s.value for s in status_] if status_ else None,
+        language=language,
+        q=q,
+        tag=tag,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return rows
+
+
+@router.get("/{session_id}", response_model=SessionOut)
+def get_session(session_id: uuid.UUID, db: DB, principal: Reader) -> RecordingSession:
+    return _owned(db, principal, session_id)
+
+
+def _apply_update(db, principal: Principal, session_id: uuid.UUID, body: SessionUpdate) -> RecordingSession:
+    session = _owned(db, principal, session_id)
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("template_id") and not crud.template_visible(db, principal.user_id, body.template_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "template not found")
+    for field, value in changes.items():
+        if field == "status":
+            value = SessionStatus(value).value
+        if field == "metadata":
+            field = "meta"
+        if field in ("title",) and value is None:
+            continue
+        setattr(session, field, value)
+    db.commit()
+    return session
+
+
+@router.put("/{session_id}", response_model=SessionOut)
+def update_session(session_id: uuid.UUID, body: SessionUpdate, db: DB, principal: Writer) -> RecordingSession:
+    """Partial update (as the original's PUT): only the fields sent change."""
+    return _apply_update(db, principal, session_id, body)
+
+
+@router.patch("/{session_id}", response_model=SessionOut)
+def patch_session(session_id: uuid.UUID, body: SessionUpdate, db: DB, principal: Writer) -> RecordingSession:
+    return _apply_update(db, principal, session_id, body)
+
+
+@router.delete("/{session_id}", response_model=Message)
+def delete_session(session_id: uuid.UUID, db: DB, ctx: Ctx, principal: Writer) -> Message:
+    """Deletes the session with its audio (rows and blobs), transcripts, summaries and live data;
+    its unfinished jobs are cancelled."""
+    session = _owned(db, principal, session_id)
+    crud.delete_session(db, session, ctx.blobs, ctx.live)
+    return Message(message="Session deleted successfully")
+
+
+# ------------------------------------------------------------------------------------- audio
+@router.get("/{session_id}/audio_files", response_model=list[AudioFileOut])
+def list_audio_files(session_id: uuid.UUID, db: DB, principal: Reader):
+    _owned(db, principal, session_id)
+    return audio_crud.list_for_session(db, session_id)
+
+
+@router.post("/{session_id}/audio_files", response_model=AudioFileOut, status_code=status.HTTP_201_CREATED)
+def upload_audio_file(
+    session_id: uuid.UUID, db: DB, ctx: Ctx, principal: Writer, audio_file: Annotated[UploadFile, File()]
+):
+    """Store an audio file for the session (any container; metadata is probed when possible)."""
+    session = _owned(db, principal, session_id)
+    if audio_file.size is not None and audio_file.size > ctx.settings.max_upload_bytes:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"file is {audio_file.size} bytes; the limit is {ctx.settings.max_upload_bytes} (MAX_UPLOAD_BYTES)",
+        )
+    row = audio_crud.store_audio(
+        db, ctx.blobs, session, audio_file.file, audio_file.filename, audio_file.content_type
+    )
+    db.commit()
+    ctx.metrics.blob_bytes.labels(row.storage_backend).inc(row.file_size_bytes or 0)
+    return row
+
+
+@audio_router.get("/{file_id}/download")
+def download_audio_file(file_id: uuid.UUID, db: DB, ctx: Ctx, principal: Reader):
+    row = audio_crud.get_owned(db, principal.user_id, file_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "audio file not found")
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    ctx.blobs.download_to(row.storage_path, spool)
+    spool.seek(0)
+
+    def chunks():
+        try:
+            while chunk := spool.read(1024 * 1024):
+                yield chunk
+        finally:
+            spool.close()
+
+    name = row.original_filename or row.storage_path.rsplit("/", 1)[-1]
+    return StreamingResponse(
+        chunks(),
+        media_type=row.mime_type or "application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(name)}"},
+    )
+
+
+@audio_router.get("/{file_id}/url", response_model=SignedUrlOut)
+def audio_file_url(file_id: uuid.UUID, db: DB, ctx: Ctx, principal: Reader) -> SignedUrlOut:
+    """A time-limited direct URL (Supabase Storage), or this api's download path (local backend)."""
+    row = audio_crud.get_owned(db, principal.user_id, file_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "audio file not found")
+    expires = ctx.settings.signed_url_expire_seconds
+    url = ctx.blobs.signed_url(row.storage_path, expires)
+    if url is None:
+        return SignedUrlOut(url=f"/api/v1/audio-files/{row.id}/download", expires_in=None)
+    return SignedUrlOut(url=url, expires_in=expires)
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")

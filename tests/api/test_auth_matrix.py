@@ -1,0 +1,181 @@
+"""The auth matrix: every route of the app (walked from app.routes and the OpenAPI document, so a new
+route is covered the day it is added) against every bad credential, plus owner scoping.
+
+If this fails for a route you added: it is either missing authentication (every path outside
+api.core.auth.PUBLIC_PATHS needs it — that is automatic), or its path parameter is not in OWNED
+below (add a resource of user A for it so the "another user's resource" check can run).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from api.core.auth import OPERATOR_PATHS, PUBLIC_PATHS
+from api.jobs.store import JobStore
+from api.main import create_app
+from api.routes.ops import app_routes
+from tests.api.conftest import JWT_SECRET, make_settings, register
+
+OPERATOR_TOKEN = "operator-token-for-tests"
+EXPECTED_PUBLIC = {
+    "/health",
+    "/health/live",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/openapi.json",
+    "/api/v1/auth/login",
+    "/api/v1/auth/register",
+}
+PARAM = re.compile(r"{([^}]+)}")
+# Request bodies for routes where an empty JSON object is not valid (owner checks need a valid body).
+BODIES: dict[tuple[str, str], dict] = {
+    ("/api/v1/sessions/{session_id}/audio_files", "POST"): {
+        "files": {"audio_file": ("a.wav", b"RIFF", "audio/wav")}
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("matrix")
+    from api.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp}/m.db"
+    upgrade(url)
+    app = create_app(make_settings(tmp, database_url=url, operator_token=OPERATOR_TOKEN))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        a, b = register(client), register(client)
+        ctx = app.state.ctx
+        session = client.post("/api/v1/sessions/", json={}, headers=a["headers"]).json()
+        audio = client.post(
+            f"/api/v1/sessions/{session['id']}/audio_files",
+            files={"audio_file": ("a.wav", b"RIFF....WAVE", "audio/wav")},
+            headers=a["headers"],
+        ).json()
+        with ctx.db.session() as s:
+            job_id = JobStore.create(s, "sleep_chunks", {}, user_id=a["id"]).id
+        key = client.post("/api/v1/api-keys", json={"name": "k"}, headers=a["headers"]).json()
+        revoked = client.post("/api/v1/api-keys", json={"name": "revoked"}, headers=a["headers"]).json()
+        client.delete(f"/api/v1/api-keys/{revoked['id']}", headers=a["headers"])
+        owned = {
+            "session_id": session["id"],
+            "job_id": str(job_id),
+            "task_id": str(job_id),
+            "key_id": key["id"],
+            "file_id": audio["id"],
+        }
+        yield {"app": app, "client": client, "a": a, "b": b, "owned": owned, "revoked_key": revoked["key"]}
+
+
+def routes(app) -> list[tuple[str, str]]:
+    found = {(path, method) for path, methods in app_routes(app) for method in methods}
+    for path, ops in app.openapi()["paths"].items():
+        for method in ops:
+            found.add((path, method.upper()))
+    return sorted(found)
+
+
+def bad_tokens(a: dict, revoked_key: str) -> dict[str, str]:
+    now = int(time.time())
+    claims = {
+        "sub": str(a["id"]),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "email": a["email"],
+        "iat": now,
+        "exp": now + 600,
+    }
+    return {
+        "alg_none": jwt.encode(claims, None, algorithm="none"),
+        "wrong_signature": jwt.encode(claims, "another-secret-" * 4, algorithm="HS256"),
+        "expired": jwt.encode({**claims, "exp": now - 60}, JWT_SECRET, algorithm="HS256"),
+        "wrong_audience": jwt.encode({**claims, "aud": "anon"}, JWT_SECRET, algorithm="HS256"),
+        "unknown_user": jwt.encode({**claims, "sub": str(uuid.uuid4())}, JWT_SECRET, algorithm="HS256"),
+        "revoked_api_key": revoked_key,
+        "garbage": "not.a.token",
+    }
+
+
+def fill(path: str, values: dict[str, str] | None = None) -> str:
+    return PARAM.sub(lambda m: (values or {}).get(m.group(1), str(uuid.uuid4())), path)
+
+
+def test_public_set_is_explicit():
+    assert set(PUBLIC_PATHS) == EXPECTED_PUBLIC
+    assert set(OPERATOR_PATHS) == {"/metrics", "/info"}
+
+
+def test_every_other_route_rejects_bad_credentials(world):
+    client, a = world["client"], world["a"]
+    tokens = bad_tokens(a, world["revoked_key"])
+    checked = 0
+    for path, method in routes(world["app"]):
+        url = fill(path)
+        if path in EXPECTED_PUBLIC:
+            assert client.request(method, url).status_code != 401, (method, path)
+            continue
+        r = client.request(method, url)
+        assert r.status_code == 401, f"{method} {path} without credentials -> {r.status_code}"
+        assert "request_id" in r.json()
+        for name, token in tokens.items():
+            r = client.request(method, url, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401, f"{method} {path} with {name} -> {r.status_code}"
+        # auth before validation: a forged token with a malformed body is 401, not 422
+        r = client.request(
+            method,
+            url,
+            content=b"{not json",
+            headers={
+                "Authorization": f"Bearer {tokens['wrong_signature']}",
+                "Content-Type": "application/json",
+            },
+        )
+        assert r.status_code == 401, f"{method} {path} forged token + bad body -> {r.status_code}"
+        checked += 1
+    assert checked >= 20
+
+
+def test_operator_endpoints_take_the_operator_token_only(world):
+    client, a = world["client"], world["a"]
+    for path in OPERATOR_PATHS:
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=a["headers"]).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get(path, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}).status_code == 200
+
+
+def test_another_users_resource_is_404(world):
+    client, b, owned = world["client"], world["b"], world["owned"]
+    scoped = 0
+    for path, method in routes(world["app"]):
+        params = PARAM.findall(path)
+        if not params or path in EXPECTED_PUBLIC:
+            continue
+        missing = [p for p in params if p not in owned]
+        assert not missing, f"{method} {path}: add a resource of user A for {missing} to OWNED"
+        body = BODIES.get((path, method), {"json": {}})
+        r = client.request(method, fill(path, owned), headers=b["headers"], **body)
+        assert r.status_code != 422, f"{method} {path}: add a valid request body to BODIES ({r.text})"
+        assert r.status_code == 404, f"{method} {path} as another user -> {r.status_code}"
+        scoped += 1
+    assert scoped >= 10
+
+
+def test_valid_credentials_pass_on_unparameterized_routes(world):
+    client, b = world["client"], world["b"]
+    for path, method in routes(world["app"]):
+        if PARAM.search(path) or path in EXPECTED_PUBLIC or path in OPERATOR_PATHS:
+            continue
+        r = client.request(method, path, headers=b["headers"])
+        assert r.status_code not in (401, 500), (method, path, r.status_code)
+
+
+def test_route_walk_sees_every_openapi_path(world):
+    walked = {path for path, _ in app_routes(world["app"])}
+    assert set(world["app"].openapi()["paths"]) <= walked
