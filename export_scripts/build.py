@@ -124,7 +124,173 @@ ARTIFACTS: tuple[Artifact, ...] = (
         models=("vad", "vad_stream"),
     ),
     # --- ASR (SenseVoiceSmall) artifacts go here ---
+    # Exporter: export_scripts/sensevoice.py (parity-gated); dev models: export_scripts/sensevoice_dev.py.
+    Artifact(
+        name="sensevoice_tiny",  # random weights, tiny dims: export/serving parity tests (cache only)
+        sources={},
+        source_files=("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
+        optional_source_files=("configuration.json", "dev_meta.json"),
+        exporter="export_scripts.sensevoice",
+        extra_args=("--tolerance", "1e-4"),
+        files=("model.onnx", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model", "tokens.json", "export_meta.json"),
+        models=(),
+        dev_builder="export_scripts.sensevoice_dev",
+        dev_builder_args=("--variant", "tiny"),
+    ),
+    Artifact(
+        name="sensevoice_fixture",  # trained on espeak-ng clips it transcribes exactly: make models' asr
+        sources={},
+        source_files=("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model", "fixture_clips.npz"),
+        optional_source_files=("configuration.json", "dev_meta.json"),
+        exporter="export_scripts.sensevoice",
+        extra_args=("--tolerance", "1e-4"),
+        files=(
+            "model.onnx", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model", "tokens.json",
+            "export_meta.json", "fixture_clips.npz",
+        ),
+        models=("asr",),
+        dev_builder="export_scripts.sensevoice_dev",
+        dev_builder_args=("--variant", "fixture"),
+    ),
+    Artifact(
+        name="sensevoice_full",  # real size (234 M params), random weights: benchmarks only (~937 MB ONNX)
+        sources={},
+        source_files=("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
+        optional_source_files=("configuration.json", "dev_meta.json"),
+        exporter="export_scripts.sensevoice",
+        extra_args=("--tolerance", "1e-4"),
+        files=("model.onnx", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model", "tokens.json", "export_meta.json"),
+        models=(),
+        dev_builder="export_scripts.sensevoice_dev",
+        dev_builder_args=("--variant", "full"),
+        default=False,
+    ),
+    Artifact(
+        name="sensevoice",  # the real iic/SenseVoiceSmall from `make download-models`
+        sources={
+            "real": _real_dir(
+                "SenseVoiceSmall", ("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model")
+            )
+        },
+        source_files=("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
+        optional_source_files=("configuration.json",),
+        exporter="export_scripts.sensevoice",
+        extra_args=("--tolerance", "1e-4"),
+        files=("model.onnx", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model", "tokens.json", "export_meta.json"),
+        models=("asr",),
+        code=("export_scripts.sensevoice_dev",),
+    ),
     # --- diarization (pyannote) artifacts go here ---
+    # Exporter: export_scripts/pyannote_export.py (parity-gated); dev models: export_scripts/pyannote_dev.py.
+    Artifact(
+        name="pyannote_small",
+        sources={
+            "real": _real_dir(
+                "speaker-diarization-community-1",
+                (
+                    "config.yaml",
+                    "segmentation/pytorch_model.bin",
+                    "embedding/pytorch_model.bin",
+                    "plda/xvec_transform.npz",
+                    "plda/plda.npz",
+                ),
+            )
+        },
+        source_files=(
+            "config.yaml",
+            "segmentation/pytorch_model.bin",
+            "embedding/pytorch_model.bin",
+            "plda/xvec_transform.npz",
+            "plda/plda.npz",
+        ),
+        optional_source_files=("DEV_MODEL.json",),
+        exporter="export_scripts.pyannote_export",
+        extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
+        files=(
+            "segmentation.onnx",
+            "embedding_trunk.onnx",
+            "embedding_head.npz",
+            "plda.npz",
+            "xvec_transform.npz",
+            "params.json",
+            "fbank.json",
+            "head_check.npz",
+            "export_meta.json",
+        ),
+        models=("segmentation", "speaker_embedding"),
+        dev_builder="export_scripts.pyannote_dev",
+        dev_builder_args=("--variant", "small"),
+        code=("tests.meetings", "tests.audio"),
+    ),
+    Artifact(
+        name="pyannote_full",
+        sources={},
+        source_files=(
+            "config.yaml",
+            "segmentation/pytorch_model.bin",
+            "embedding/pytorch_model.bin",
+            "plda/xvec_transform.npz",
+            "plda/plda.npz",
+        ),
+        optional_source_files=("DEV_MODEL.json",),
+        exporter="export_scripts.pyannote_export",
+        extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
+        files=(
+            "segmentation.onnx",
+            "embedding_trunk.onnx",
+            "embedding_head.npz",
+            "plda.npz",
+            "xvec_transform.npz",
+            "params.json",
+            "fbank.json",
+            "head_check.npz",
+            "export_meta.json",
+        ),
+        models=(),
+        dev_builder="export_scripts.pyannote_dev",
+        dev_builder_args=("--variant", "full"),
+        code=("tests.meetings", "tests.audio"),
+        default=False,
+    ),
+    Artifact(
+        name="pyannote_fixture",
+        sources={},
+        source_files=(
+            "config.yaml",
+            "segmentation/pytorch_model.bin",
+            "embedding/pytorch_model.bin",
+            "plda/xvec_transform.npz",
+            "plda/plda.npz",
+        ),
+        optional_source_files=("DEV_MODEL.json",),
+        exporter="export_scripts.pyannote_export",
+        extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
+        files=(
+            "segmentation.onnx",
+            "embedding_trunk.onnx",
+            "embedding_head.npz",
+            "plda.npz",
+            "xvec_transform.npz",
+            "params.json",
+            "fbank.json",
+            "head_check.npz",
+            "export_meta.json",
+        ),
+        models=(),
+        dev_builder="export_scripts.pyannote_dev",
+        # the committed trained state feeds the dev model's cache key through this digest
+        dev_builder_args=(
+            "--variant",
+            "fixture",
+            "--fixture-digest",
+            hashlib.sha256(
+                b"".join(
+                    p.read_bytes()
+                    for p in sorted((REPO_ROOT / "tests" / "fixtures" / "diarization").glob("fixture.*"))
+                )
+            ).hexdigest()[:16],
+        ),
+    ),
 )
 
 

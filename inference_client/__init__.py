@@ -9,6 +9,7 @@ window that keeps Triton's batches full, retries for transient failures, typed r
 See docs/interfaces.md for every model's tensors.
 """
 
+from inference_client.asr import ASRClient, Token, Transcript, TranscribedSegment
 from inference_client.audio import load_wav
 from inference_client.client import DEFAULT_URL, ClientStats, RetryPolicy, TritonClient
 from inference_client.errors import (
@@ -21,6 +22,10 @@ from inference_client.errors import (
 from inference_client.vad import SpeechEvent, SpeechSegment, VADClient, VADStreamSession, validate_waveform
 
 __all__ = [
+    "ASRClient",
+    "Token",
+    "Transcript",
+    "TranscribedSegment",
     "DEFAULT_URL",
     "ClientStats",
     "InferenceError",

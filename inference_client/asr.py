@@ -73,7 +73,9 @@ class Transcript:
 
     def shifted(self, offset_ms: int) -> Transcript:
         """The same transcript with token times moved by ``offset_ms``."""
-        tokens = tuple(replace(t, start_ms=t.start_ms + offset_ms, end_ms=t.end_ms + offset_ms) for t in self.tokens)
+        tokens = tuple(
+            replace(t, start_ms=t.start_ms + offset_ms, end_ms=t.end_ms + offset_ms) for t in self.tokens
+        )
         return replace(self, tokens=tokens)
 
 
@@ -96,7 +98,7 @@ def _str(value) -> str:
 
 
 def _check_options(language: str | None, use_itn: bool) -> str:
-    if not isinstance(use_itn, (bool, np.bool_)):
+    if not isinstance(use_itn, bool | np.bool_):
         raise TypeError(f"use_itn must be True or False, got {use_itn!r}")
     return normalize_language(language)
 
@@ -124,7 +126,9 @@ class ASRClient:
             ASR.USE_ITN: np.array([[bool(use_itn)]], dtype=bool),
         }
 
-    async def transcribe(self, waveform: np.ndarray, language: str = "auto", use_itn: bool = True) -> Transcript:
+    async def transcribe(
+        self, waveform: np.ndarray, language: str = "auto", use_itn: bool = True
+    ) -> Transcript:
         """Recognize one utterance of at most :data:`ASR.MAX_SECONDS` (30 s); longer audio goes
         through :meth:`transcribe_segments`.
 
@@ -144,7 +148,9 @@ class ASRClient:
         pieces = [_str(p) for p in out[ASR.TOKENS].reshape(-1)]
         ids = out[ASR.TOKEN_IDS].reshape(-1)
         times = out[ASR.TOKEN_TIMES_MS].reshape(-1, 2)
-        tokens = tuple(Token(p, int(i), int(s), int(e)) for p, i, (s, e) in zip(pieces, ids, times))
+        tokens = tuple(
+            Token(p, int(i), int(s), int(e)) for p, i, (s, e) in zip(pieces, ids, times, strict=False)
+        )
         return Transcript(
             text=_str(out[ASR.TEXT].reshape(-1)[0]),
             language=_str(out[ASR.DETECTED_LANGUAGE].reshape(-1)[0]),
@@ -177,9 +183,12 @@ class ASRClient:
         code = _check_options(language, use_itn)
         x = validate_waveform(waveform)
         segments: list[SpeechSegment] = await self.vad.segments(x, max_end_silence_ms)
-        transcripts = await asyncio.gather(*(self.transcribe(x[s.samples()], code, use_itn) for s in segments))
+        transcripts = await asyncio.gather(
+            *(self.transcribe(x[s.samples()], code, use_itn) for s in segments)
+        )
         return [
-            TranscribedSegment(s.start_ms, s.end_ms, t.shifted(s.start_ms)) for s, t in zip(segments, transcripts)
+            TranscribedSegment(s.start_ms, s.end_ms, t.shifted(s.start_ms))
+            for s, t in zip(segments, transcripts, strict=False)
         ]
 
     async def transcribe_on_server(
@@ -204,5 +213,5 @@ class ASRClient:
         cols = [[_str(v) for v in out[name].reshape(-1)] for name in _TRANSCRIBE_OUTPUTS[1:]]
         return [
             TranscribedSegment(int(s), int(e), Transcript(text, lang, emo, event))
-            for (s, e), text, lang, emo, event in zip(rows, *cols)
+            for (s, e), text, lang, emo, event in zip(rows, *cols, strict=False)
         ]

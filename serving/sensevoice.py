@@ -20,9 +20,9 @@ and its text tokens force-aligned right after the network call.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import yaml
@@ -90,9 +90,13 @@ class SenseVoice:
                 "which the serving environment does not have; use runtime 'onnxruntime' "
                 "(CPU, or CUDA with onnxruntime-gpu)"
             )
-        missing = [f for f in (ONNX_FILE, TOKENS_FILE, "config.yaml", "am.mvn") if not (model_dir / f).is_file()]
+        missing = [
+            f for f in (ONNX_FILE, TOKENS_FILE, "config.yaml", "am.mvn") if not (model_dir / f).is_file()
+        ]
         if missing:
-            raise RuntimeError(f"{model_dir}: missing {', '.join(missing)}; run `make models` (export_scripts.build)")
+            raise RuntimeError(
+                f"{model_dir}: missing {', '.join(missing)}; run `make models` (export_scripts.build)"
+            )
         conf = yaml.safe_load((model_dir / "config.yaml").read_text())
         # dither adds random noise to the features: never at inference (outputs would vary run to run).
         self.frontend = dataclasses.replace(FrontendConfig.from_dict(conf["frontend_conf"]), dither=0.0)
@@ -112,7 +116,9 @@ class SenseVoice:
     def features(self, waveform: np.ndarray) -> np.ndarray:
         """LFR + CMVN features ``[T, 560]`` of one 16 kHz waveform in [-1, 1] (at least 400 samples)."""
         if num_frames(len(waveform)) == 0:
-            raise ValueError(f"audio of {len(waveform)} samples is shorter than one 25 ms frame ({MIN_SAMPLES} samples)")
+            raise ValueError(
+                f"audio of {len(waveform)} samples is shorter than one 25 ms frame ({MIN_SAMPLES} samples)"
+            )
         fb = fbank(waveform, self.frontend)
         return lfr_cmvn(fb, self.frontend.lfr_m, self.frontend.lfr_n, self.cmvn)
 
