@@ -55,6 +55,7 @@ REQUIRED_FILES = ("model.pt", "config.yaml", "am.mvn", BPE_NAME)
 OPTIONAL_FILES = ("configuration.json", "fixture_clips.npz")
 ONNX_NAME = "model.onnx"
 QUANT_NAME = "model_quant.onnx"
+TORCHSCRIPT_NAME = "model.ts"
 INPUT_NAMES = ["speech", "speech_lengths", "language", "textnorm"]
 OUTPUT_NAMES = ["ctc_logits", "encoder_out_lens"]
 DEFAULT_OPSET = 14
@@ -159,6 +160,41 @@ def export_onnx(model, path: Path, opset: int) -> None:
     for vi in list(m.graph.input) + list(m.graph.output):
         if vi.type.tensor_type.shape.dim[0].dim_param != "batch":
             raise SystemExit(f"{vi.name}: batch axis is not symbolic")
+
+
+def export_torchscript(model, path: Path, cases, tolerance: float) -> dict:
+    """Trace the same export graph to TorchScript (``model.ts``: the serving ``torchscript`` runtime,
+    for torch on CUDA) and gate it against eager PyTorch on the parity cases."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    export_model = copy.deepcopy(model).export(max_seq_len=512, device="cpu")
+    export_model.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python ints: shapes checked below
+        traced = torch.jit.trace(export_model, export_model.export_dummy_inputs(), check_trace=False)
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path))
+    worst, checks = 0.0, {}
+    for name, x, n, lang, tn, _ in cases:
+        ref, ref_lens = torch_logits(model, x, n, lang, tn)
+        with torch.no_grad():
+            got, got_lens = loaded(
+                torch.from_numpy(np.ascontiguousarray(x, np.float32)),
+                torch.as_tensor(n, dtype=torch.int32),
+                torch.as_tensor(lang, dtype=torch.int32),
+                torch.as_tensor(tn, dtype=torch.int32),
+            )
+        diff = max(float(np.abs(ref[b, : int(ref_lens[b])] - got.numpy()[b, : int(ref_lens[b])]).max()) for b in range(len(n)))
+        same_lens = bool(np.array_equal(np.asarray(ref_lens), got_lens.numpy()))
+        checks[name] = {"max_abs_diff": diff, "encoder_out_lens_equal": same_lens}
+        worst = max(worst, diff)
+        print(f"torchscript {name:20s} max|Δlogit| {diff:.2e}  lens {'=' if same_lens else '!='}", flush=True)
+        if diff > tolerance or not same_lens:
+            raise ParityError(f"TorchScript differs from PyTorch on {name}: max |Δlogit| {diff:.3e}")
+    return {"file": path.name, "sha256": sha256_file(path), "max_abs_diff": worst, "checks": checks}
 
 
 # -- parity -------------------------------------------------------------------------------------
@@ -367,7 +403,8 @@ def tokens_list(bpe: Path) -> list[str]:
 
 
 def export(
-    model_dir: Path, out_dir: Path, tolerance: float, opset: int, wav: Path | None, int8: bool
+    model_dir: Path, out_dir: Path, tolerance: float, opset: int, wav: Path | None, int8: bool,
+    torchscript: bool = False,
 ) -> dict:
     import numpy as np
     import onnx
@@ -412,6 +449,7 @@ def export(
                 f"argmax agreement {100 * worst_agree:.3f} %, encoder_out_lens equal: {lens_ok}"
             )
         quant = quantize(onnx_path, stage / QUANT_NAME, model, cases) if int8 else None
+        ts = export_torchscript(model, stage / TORCHSCRIPT_NAME, cases, tolerance) if torchscript else None
 
         shutil.copyfile(model_dir / "am.mvn", stage / "am.mvn")
         shutil.copyfile(model_dir / BPE_NAME, stage / BPE_NAME)
@@ -471,6 +509,7 @@ def export(
                 "checks": checks,
             },
             "int8": quant,
+            "torchscript": ts,
             "versions": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,
@@ -498,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--parity-wav", type=Path, default=None, help="16 kHz speech for the real-feature checks")
     p.add_argument("--int8", action="store_true", help="also write model_quant.onnx (dynamic int8)")
+    p.add_argument("--torchscript", action="store_true", help="also write model.ts (traced, parity-gated)")
     args = p.parse_args(argv)
     try:
         export(
@@ -507,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             args.opset,
             args.parity_wav,
             args.int8,
+            args.torchscript,
         )
     except ParityError as e:
         print(f"parity gate failed: {e}; nothing written to {args.out}", file=sys.stderr, flush=True)

@@ -34,6 +34,8 @@ from speechlib.languages import TEXTNORM_PROMPT, language_prompt
 from speechlib.tokens import Vocabulary
 
 ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.ts"  # traced twin of model.onnx for the torchscript runtime
+NETWORK_INPUTS = ["speech", "speech_lengths", "language", "textnorm"]
 TOKENS_FILE = "tokens.json"
 PROMPT_FRAMES = 4  # language, event, emotion, textnorm queries in front of the speech frames
 RUNTIMES = ("onnxruntime", "torchscript")
@@ -84,14 +86,9 @@ class SenseVoice:
         model_dir = Path(model_dir)
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-        if runtime == "torchscript":
-            raise RuntimeError(
-                "runtime 'torchscript' is not available in this build: it needs torch on CUDA (the GPU image), "
-                "which the serving environment does not have; use runtime 'onnxruntime' "
-                "(CPU, or CUDA with onnxruntime-gpu)"
-            )
+        network_file = TORCHSCRIPT_FILE if runtime == "torchscript" else ONNX_FILE
         missing = [
-            f for f in (ONNX_FILE, TOKENS_FILE, "config.yaml", "am.mvn") if not (model_dir / f).is_file()
+            f for f in (network_file, TOKENS_FILE, "config.yaml", "am.mvn") if not (model_dir / f).is_file()
         ]
         if missing:
             raise RuntimeError(
@@ -102,15 +99,22 @@ class SenseVoice:
         self.frontend = dataclasses.replace(FrontendConfig.from_dict(conf["frontend_conf"]), dither=0.0)
         self.cmvn = load_cmvn(model_dir / "am.mvn")
         self.vocab = Vocabulary.from_json(model_dir / TOKENS_FILE)
-        self.session = create_session(model_dir / ONNX_FILE, intra_op_threads, device, device_id)
-        names = [i.name for i in self.session.get_inputs()]
-        if names != ["speech", "speech_lengths", "language", "textnorm"]:
-            raise RuntimeError(f"{model_dir / ONNX_FILE}: unexpected inputs {names}; re-export it")
-        vocab_size = self.session.get_outputs()[0].shape[-1]
-        if isinstance(vocab_size, int) and vocab_size != len(self.vocab):
-            raise RuntimeError(
-                f"{model_dir}: the network has {vocab_size} outputs but {TOKENS_FILE} has {len(self.vocab)} pieces"
-            )
+        self.runtime = runtime
+        if runtime == "torchscript":
+            from serving.torch_runtime import TorchScriptModel
+
+            self.network = TorchScriptModel(model_dir / TORCHSCRIPT_FILE, device, device_id, intra_op_threads)
+        else:
+            session = create_session(model_dir / ONNX_FILE, intra_op_threads, device, device_id)
+            names = [i.name for i in session.get_inputs()]
+            if names != NETWORK_INPUTS:
+                raise RuntimeError(f"{model_dir / ONNX_FILE}: unexpected inputs {names}; re-export it")
+            vocab_size = session.get_outputs()[0].shape[-1]
+            if isinstance(vocab_size, int) and vocab_size != len(self.vocab):
+                raise RuntimeError(
+                    f"{model_dir}: the network has {vocab_size} outputs but {TOKENS_FILE} has {len(self.vocab)} pieces"
+                )
+            self.network = lambda *arrays: session.run(None, dict(zip(NETWORK_INPUTS, arrays)))
         self.on_batch = on_batch
 
     def features(self, waveform: np.ndarray) -> np.ndarray:
@@ -131,14 +135,8 @@ class SenseVoice:
         for i, f in enumerate(feats):
             speech[i, : f.shape[0]] = f
         lengths = np.array([f.shape[0] for f in feats], np.int32)
-        out, out_lens = self.session.run(
-            None,
-            {
-                "speech": speech,
-                "speech_lengths": lengths,
-                "language": np.asarray(languages, np.int32),
-                "textnorm": np.asarray(textnorms, np.int32),
-            },
+        out, out_lens = self.network(
+            speech, lengths, np.asarray(languages, np.int32), np.asarray(textnorms, np.int32)
         )
         if self.on_batch is not None:
             self.on_batch(len(feats))

@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO / "model_repository"
 EXPORT_PY = REPO / ".envs" / "export" / "bin" / "python"
 TINY = "asr_tiny"
+TORCHSCRIPT = "asr_torchscript"  # the fixture on the torchscript runtime (torch on CPU here, CUDA in the GPU image)
 PARITY_SENTENCES = [
     ("hello everyone, welcome to the meeting", "en-us"),
     ("我们明天下午开会", "cmn"),
@@ -70,12 +71,16 @@ def _hub_source(name: str) -> Path:
     return build.dev_source(art, (default_cache_root() / "models").expanduser().resolve())
 
 
-def _add_model(repo: Path, name: str, source_model: str, files: Path | None) -> None:
+def _add_model(repo: Path, name: str, source_model: str, files: Path | None, runtime: str | None = None) -> None:
     folder = repo / name
     (folder / "1").mkdir(parents=True)
     config = (MODEL_REPOSITORY / source_model / "config.pbtxt").read_text()
     if name != source_model:
         config = config.replace(f'name: "{source_model}"', f'name: "{name}"', 1)
+    if runtime is not None:
+        default = 'key: "runtime" value: { string_value: "onnxruntime" }'
+        assert default in config
+        config = config.replace(default, f'key: "runtime" value: {{ string_value: "{runtime}" }}')
     (folder / "config.pbtxt").write_text(config)
     shutil.copy2(MODEL_REPOSITORY / source_model / "1" / "model.py", folder / "1" / "model.py")
     if files is not None:
@@ -98,6 +103,7 @@ def server(tmp_path_factory, artifacts):
     repo = tmp_path_factory.mktemp("asr_repository")
     _add_model(repo, ASR.NAME, ASR.NAME, artifacts["fixture"])
     _add_model(repo, TINY, ASR.NAME, artifacts["tiny"])
+    _add_model(repo, TORCHSCRIPT, ASR.NAME, artifacts["fixture"], runtime="torchscript")
     _add_model(repo, VAD.NAME, VAD.NAME, artifacts["vad"])
     _add_model(repo, Transcribe.NAME, Transcribe.NAME, None)
     with TritonServer(repo) as triton:
@@ -383,3 +389,19 @@ def test_output_shapes_hold_for_any_token_count(server, clips):
         assert out[ASR.TOKENS].shape == (1, n) and out[ASR.TOKEN_TIMES_MS].shape == (1, n, 2)
         assert out[ASR.TOKEN_IDS].dtype == np.int32 and out[ASR.TOKEN_TIMES_MS].dtype == np.int32
     assert out[ASR.TOKEN_IDS].size > 0  # the last one is a fixture utterance
+
+
+def test_torchscript_runtime_equals_onnxruntime(server, clips):
+    """The same fixture served on the torchscript runtime gives the same tokens, times and tags."""
+
+    async def go(asr, client):
+        ts = ASRClient(client, model=TORCHSCRIPT)
+        ours = await asyncio.gather(*(asr.transcribe(a, e["language"], e["with_itn"]) for a, e in clips))
+        theirs = await asyncio.gather(*(ts.transcribe(a, e["language"], e["with_itn"]) for a, e in clips))
+        return ours, theirs
+
+    ours, theirs = run(_with_asr(server, go))
+    for (_, e), o, t in zip(clips, ours, theirs, strict=True):
+        assert t.text == o.text == e["text"]
+        assert (t.language, t.emotion, t.event) == (o.language, o.emotion, o.event)
+        assert [(k.id, k.start_ms, k.end_ms) for k in t.tokens] == [(k.id, k.start_ms, k.end_ms) for k in o.tokens]
