@@ -77,9 +77,21 @@ MODELS: tuple[HubModel, ...] = (
         description="FunASR SenseVoiceSmall (asr)",
     ),
     # Later issues add e.g.:
-    # HubModel(key="pyannote", folder="speaker-diarization-community-1", modelscope_id=None,
-    #          huggingface_id="pyannote/speaker-diarization-community-1", required=(...),
-    #          token_env="HF_TOKEN", description="pyannote community-1 (segmentation, speaker_embedding)"),
+    HubModel(
+        key="pyannote",
+        folder="speaker-diarization-community-1",
+        modelscope_id=None,
+        huggingface_id="pyannote/speaker-diarization-community-1",
+        required=(
+            "config.yaml",
+            "segmentation/pytorch_model.bin",
+            "embedding/pytorch_model.bin",
+            "plda/xvec_transform.npz",
+            "plda/plda.npz",
+        ),
+        token_env="HF_TOKEN",  # gated: accept the conditions on Hugging Face, then export HF_TOKEN
+        description="pyannote community-1 (segmentation, speaker_embedding)",
+    ),
 )
 
 

@@ -201,7 +201,9 @@ class DiarizationClient:
     async def _window(self, k: int, window: np.ndarray, store: _WindowStore) -> None:
         s = self.settings
         x = window.reshape(1, 1, -1)
-        out = await self.client.infer(self.segmentation_model, {Segmentation.WAVEFORM: x}, [Segmentation.SCORES])
+        out = await self.client.infer(
+            self.segmentation_model, {Segmentation.WAVEFORM: x}, [Segmentation.SCORES]
+        )
         scores = out[Segmentation.SCORES].reshape(s.num_frames, s.num_classes)
         binary = powerset_to_multilabel(scores, s.local_speakers, s.max_speakers_per_frame)  # [F, S]
         masks = embedding_masks(binary[None], s.exclude_overlap, self.min_frames)[0]  # [S, F]
@@ -233,6 +235,7 @@ class DiarizationClient:
         clustering: str | None = None,
         max_embeddings: int | None = DEFAULT_MAX_EMBEDDINGS,
         progress: ProgressCallback | None = None,
+        clip_to_audio: bool = True,
     ) -> DiarizationResult:
         """Diarize 16 kHz mono float32 audio: a whole waveform, or an (async) iterator of chunks of
         any length (e.g. ffmpeg's output read piece by piece; only the last 10 s are kept).
@@ -242,7 +245,8 @@ class DiarizationClient:
         Above ``max_embeddings`` (window, speaker) embeddings, clustering runs on a time-stratified
         subsample and every embedding is assigned to its centroids (memory stays bounded).
         ``progress`` is called after each chunk (and once at the end) with a
-        :class:`DiarizationProgress`; it may be a coroutine function.
+        :class:`DiarizationProgress`; it may be a coroutine function. ``clip_to_audio=False`` keeps
+        turns that run into the last window's zero padding, exactly as pyannote reports them.
 
         Audio with no speech gives an empty diarization; empty audio raises ``ValueError``.
         """
@@ -251,9 +255,13 @@ class DiarizationClient:
         if method not in CLUSTERING_METHODS:
             raise ValueError(f"clustering must be one of {CLUSTERING_METHODS}, got {method!r}")
         if method == "vbx" and self.settings.plda is None:
-            raise ValueError("VBx clustering needs the PLDA (plda.npz + xvec_transform.npz); use clustering='agglomerative'")
+            raise ValueError(
+                "VBx clustering needs the PLDA (plda.npz + xvec_transform.npz); use clustering='agglomerative'"
+            )
         t0 = time.perf_counter()
-        store = _WindowStore(self.settings.num_frames, self.settings.local_speakers, self.settings.embedding_dimension)
+        store = _WindowStore(
+            self.settings.num_frames, self.settings.local_speakers, self.settings.embedding_dimension
+        )
         pending: set[asyncio.Task] = set()
         failure: list[BaseException] = []
         done = 0
@@ -309,7 +317,9 @@ class DiarizationClient:
                 await report(total / SAMPLE_RATE)
             if total == 0:
                 raise ValueError("no audio: the waveform is empty")
-            plan = plan_windows(total, SAMPLE_RATE, self.settings.window_s, self.settings.step_s / self.settings.window_s)
+            plan = plan_windows(
+                total, SAMPLE_RATE, self.settings.window_s, self.settings.step_s / self.settings.window_s
+            )
             if next_window != plan.num_complete:  # pragma: no cover - same arithmetic
                 raise AssertionError(f"sent {next_window} windows, plan has {plan.num_complete}")
             if plan.has_padded_last:
@@ -340,6 +350,7 @@ class DiarizationClient:
             min_speakers=min_speakers,
             max_speakers=max_speakers,
             max_embeddings=max_embeddings,
+            clip_to_audio=clip_to_audio,
         )
         result.timings = {"inference": t_infer, "clustering": time.perf_counter() - t0 - t_infer}
         return result
@@ -356,11 +367,14 @@ def assemble_diarization(
     min_speakers: int | None = None,
     max_speakers: int | None = None,
     max_embeddings: int | None = DEFAULT_MAX_EMBEDDINGS,
+    clip_to_audio: bool = True,
 ) -> DiarizationResult:
     """Global part of the pipeline: speaker count, clustering, reconstruction into speaker turns.
 
     ``binary``: (windows, frames, local speakers) 0/1 hard segmentation; ``embeddings``: (windows,
     local speakers, D) with NaN rows where skipped; ``duration_s``: length of the audio in seconds.
+    ``clip_to_audio``: cut turns at the end of the audio (pyannote does not: its turns may run into
+    the zero padding of the last window).
     """
     num_windows, dim = binary.shape[0], embeddings.shape[-1]
     chunks = FrameGrid(start_s=0.0, step_s=settings.step_s, duration_s=settings.window_s)
@@ -370,27 +384,51 @@ def assemble_diarization(
     count = speaker_count(binary, chunks, frames) if num_windows else np.zeros(0, np.uint8)
     if int(count.max(initial=0)) == 0:  # nobody ever speaks
         return DiarizationResult(centroids=np.zeros((0, dim)), **info)
-    kw = dict(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, max_embeddings=max_embeddings)
+    kw = dict(
+        num_speakers=num_speakers,
+        min_speakers=min_speakers,
+        max_speakers=max_speakers,
+        max_embeddings=max_embeddings,
+    )
     if method == "vbx":
         clusters = vbx_clustering(
-            embeddings, binary, settings.plda, threshold=settings.threshold, Fa=settings.Fa, Fb=settings.Fb, **kw
+            embeddings,
+            binary,
+            settings.plda,
+            threshold=settings.threshold,
+            Fa=settings.Fa,
+            Fb=settings.Fb,
+            **kw,
         )
     else:
         clusters = agglomerative_clustering(embeddings, binary, **kw)
     _, _, high = set_num_speakers(num_speakers, min_speakers, max_speakers)
     out = reconstruct(
-        binary, clusters.hard_clusters, count, chunks, frames,
-        max_speakers=high, min_duration_off=settings.min_duration_off, centroids=clusters.centroids,
+        binary,
+        clusters.hard_clusters,
+        count,
+        chunks,
+        frames,
+        max_speakers=high,
+        min_duration_off=settings.min_duration_off,
+        centroids=clusters.centroids,
     )
+    turns, exclusive = out.turns, out.exclusive_turns
+    if clip_to_audio:
+        turns, exclusive = _clip(turns, duration_s), _clip(exclusive, duration_s)
     return DiarizationResult(
-        turns=out.turns,
-        exclusive_turns=out.exclusive_turns,
+        turns=turns,
+        exclusive_turns=exclusive,
         speakers=out.speakers,
         clusters=out.clusters,
         centroids=out.centroids,
         subsampled=clusters.subsampled,
         **info,
     )
+
+
+def _clip(turns: list[SpeakerTurn], end_s: float) -> list[SpeakerTurn]:
+    return [SpeakerTurn(t.start_s, min(t.end_s, end_s), t.speaker) for t in turns if t.start_s < end_s]
 
 
 def _check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:

@@ -18,9 +18,9 @@ the head maps the statistics to the embedding. Speakers whose mask is all zero g
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import kaldi_native_fbank as knf
 import numpy as np
@@ -73,7 +73,9 @@ class WeSpeakerFbank:
         known = {k: conf[k] for k in cls.__dataclass_fields__ if k in conf}
         fbank = cls(**known)
         if fbank.mean_centering not in ("global", "none"):
-            raise ValueError(f"{path}: mean_centering {fbank.mean_centering!r} is not supported (only 'global')")
+            raise ValueError(
+                f"{path}: mean_centering {fbank.mean_centering!r} is not supported (only 'global')"
+            )
         if float(conf.get("vtln_warp", 1.0)) != 1.0 or fbank.dither != 0.0:
             raise ValueError(f"{path}: vtln_warp != 1 and dither != 0 are not supported")
         if int(fbank.sample_frequency) != SAMPLE_RATE:
@@ -108,7 +110,9 @@ class WeSpeakerFbank:
     def __call__(self, window: np.ndarray) -> np.ndarray:
         """``[frames, num_mel_bins]`` float32 features of one window of 16 kHz samples in [-1, 1]."""
         fb = knf.OnlineFbank(self.options())
-        fb.accept_waveform(SAMPLE_RATE, np.asarray(window, dtype=np.float32) * np.float32(self.waveform_scale))
+        fb.accept_waveform(
+            SAMPLE_RATE, np.asarray(window, dtype=np.float32) * np.float32(self.waveform_scale)
+        )
         fb.input_finished()
         n = fb.num_frames_ready
         feats = np.stack([fb.get_frame(i) for i in range(n)]).astype(np.float32)
@@ -194,7 +198,9 @@ class SegmentationNetwork:
         on_batch: Callable[[int], None] | None = None,
         max_batch: int = 32,
     ):
-        self.session = create_session(Path(model_dir) / SEGMENTATION_ONNX, intra_op_threads, device, device_id)
+        self.session = create_session(
+            Path(model_dir) / SEGMENTATION_ONNX, intra_op_threads, device, device_id
+        )
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.on_batch = on_batch

@@ -96,6 +96,8 @@ class Segmentation:
     WAVEFORM = "WAVEFORM"  # FP32 [1, 160000] per window (batch dim in front)
     SCORES = "SCORES"  # FP32 [589, 7]: log-softmax powerset scores per frame (as pyannote's model outputs)
     WINDOW_SAMPLES = 160000
+    NUM_FRAMES = 589  # output frames per window
+    NUM_CLASSES = 7  # powerset classes: {}, {1}, {2}, {3}, {1,2}, {1,3}, {2,3}
 
 
 class SpeakerEmbedding:
@@ -107,4 +109,7 @@ class SpeakerEmbedding:
     NAME = "speaker_embedding"
     WAVEFORM = "WAVEFORM"  # FP32 [1, 160000] per window
     MASKS = "MASKS"  # FP32 [S, 589]: activity weights of the window's S (<= 3) local speakers
-    EMBEDDINGS = "EMBEDDINGS"  # FP32 [S, 256]; rows of speakers with no activity are NaN (pyannote's convention)
+    EMBEDDINGS = "EMBEDDINGS"  # FP32 [S, D] (D = 256 for ResNet34); all-zero masks give NaN rows (skipped)
+    WINDOW_SAMPLES = Segmentation.WINDOW_SAMPLES
+    NUM_FRAMES = Segmentation.NUM_FRAMES
+    MAX_SPEAKERS = 8  # most local speakers (mask rows) per request
