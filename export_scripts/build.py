@@ -350,19 +350,8 @@ def dev_source(art: Artifact, cache_dir: Path, cache_only: bool = False) -> Path
         return target
     if cache_only:
         raise SourceMissing(f"{art.name}: dev model {target} not built and --cache-only given")
-    subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts" / "ensure_env.sh"), "export"], check=True, stdout=sys.stderr, cwd=REPO_ROOT
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        out = tmp / "out"
-        cmd = [str(_export_python()), "-m", art.dev_builder, "--out", str(out), *art.dev_builder_args]
-        subprocess.run(cmd, check=True, stdout=sys.stderr, cwd=REPO_ROOT)
-        (out / ".complete").write_text(art.dev_builder)
-        replace_dir(out, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [str(_export_python()), "-m", art.dev_builder, "--out", "{out}", *art.dev_builder_args]
+    _run_staged(cmd, target, check=lambda out: (out / ".complete").write_text(art.dev_builder))
     return target
 
 
@@ -381,28 +370,34 @@ def _export_python() -> Path:
     return REPO_ROOT / ".envs" / "export" / "bin" / "python"
 
 
-def run_export(art: Artifact, source: Path, target: Path) -> None:
-    """Export into the cache folder ``target`` (staged in a temporary folder beside it)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The export output (FunASR prints to stdout) goes to our stderr: stdout stays one line/artifact.
+def _run_staged(cmd: list[str], target: Path, check: Callable[[Path], object]) -> None:
+    """Run ``cmd`` (its ``{out}`` replaced by a fresh staging folder) in the export environment, let
+    ``check`` validate the result, then move it to ``target`` atomically; nothing is left on failure."""
+    # The tools' output (FunASR prints to stdout) goes to our stderr: stdout stays one line/artifact.
     subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts" / "ensure_env.sh"), "export"],
-        check=True,
-        stdout=sys.stderr,
-        cwd=REPO_ROOT,
+        ["bash", str(REPO_ROOT / "scripts" / "ensure_env.sh"), "export"], check=True, stdout=sys.stderr, cwd=REPO_ROOT
     )
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         out = tmp / "out"
-        cmd = [str(_export_python()), "-m", art.exporter, "--model-dir", str(source), "--out", str(out)]
-        cmd += list(art.extra_args)
-        subprocess.run(cmd, check=True, stdout=sys.stderr, cwd=REPO_ROOT)
-        if not _complete(out, art.files):
-            missing = [f for f in art.files if not (out / f).is_file()]
-            raise RuntimeError(f"{art.exporter} did not write {', '.join(missing)}")
+        subprocess.run([str(out) if c == "{out}" else c for c in cmd], check=True, stdout=sys.stderr, cwd=REPO_ROOT)
+        check(out)
         replace_dir(out, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_export(art: Artifact, source: Path, target: Path) -> None:
+    """Export into the cache folder ``target`` (staged in a temporary folder beside it)."""
+
+    def check(out: Path) -> None:
+        missing = [f for f in art.files if not (out / f).is_file()]
+        if missing:
+            raise RuntimeError(f"{art.exporter} did not write {', '.join(missing)}")
+
+    cmd = [str(_export_python()), "-m", art.exporter, "--model-dir", str(source), "--out", "{out}", *art.extra_args]
+    _run_staged(cmd, target, check)
 
 
 def install(art: Artifact, cached: Path, repo_dir: Path, digest: str, mode: str, source: Path) -> list[Path]:
