@@ -48,7 +48,7 @@ def clustered_activations(
     return out
 
 
-def select_speakers(activations: np.ndarray, count: np.ndarray, block_frames: int = 1 << 16) -> np.ndarray:
+def select_speakers(activations: np.ndarray, count: np.ndarray, block_frames: int = 1 << 12) -> np.ndarray:
     """Keep, per frame, the ``count[t]`` clusters with the highest activation (pyannote's order for
     ties: ``np.argsort`` of the negated float32 activations). Pads with silent clusters when a frame
     counts more speakers than there are clusters. Returns (num_frames, num_speakers) float32 0/1."""

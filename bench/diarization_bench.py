@@ -1,0 +1,211 @@
+"""Our Triton diarization vs pyannote.audio's own pipeline: same weights, same audio, same threads.
+
+    .envs/serve/bin/python bench/diarization_bench.py [--artifact pyannote_full] [--minutes 5]
+                                                      [--threads 2] [--repeats 3] [--cpu]
+
+* Audio: ``--minutes`` of synthetic meetings (tests/meetings.py) tiled with random gains, or ``--wav``.
+* Ours: a tritonserver with only ``segmentation`` + ``speaker_embedding`` (the artifact's export),
+  one onnxruntime thread per model (``--threads`` 2 = two models x 1), the client pipeline
+  (``inference_client.diarization``) over the WAV read in chunks.
+* pyannote: the same folder's hub-layout source through ``SpeakerDiarization`` in the export
+  environment, ``torch.set_num_threads(--threads)`` (this file re-runs itself there with
+  ``--pyannote-worker``).
+* Each side: one warm-up on 30 s, then the median of ``--repeats`` runs. Printed: seconds, real-time
+  factor, speed ratio, and the DER between the two outputs (regular and exclusive; frame-based,
+  ``tests.test_diarization_triton.frame_der``).
+
+``--cpu`` (the default on this machine) keeps both sides on the CPU; without it, pyannote runs on CUDA
+when torch sees a GPU and our models use ``configs/gpu.pbtxt`` — the same script dry-runs anywhere.
+Nothing is written but ``--json`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+EXPORT_PYTHON = REPO_ROOT / ".envs" / "export" / "bin" / "python"
+SAMPLE_RATE = 16000
+
+
+# -- pyannote side (runs in the export environment) -------------------------------------------------
+
+
+def pyannote_worker(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from export_scripts.pyannote_export import load_pipeline, read_wav
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    pipeline = load_pipeline(Path(args.model_dir))
+    if not args.cpu and torch.cuda.is_available():
+        pipeline.to(torch.device("cuda"))
+    audio = read_wav(Path(args.wav))
+
+    def once(x):
+        file = {"waveform": torch.from_numpy(x)[None], "sample_rate": SAMPLE_RATE, "uri": "bench"}
+        t = time.perf_counter()
+        out = pipeline(file)
+        return time.perf_counter() - t, out
+
+    once(audio[: 30 * SAMPLE_RATE])
+    times, out = [], None
+    for _ in range(args.repeats):
+        dt, out = once(audio)
+        times.append(dt)
+
+    def turns(annotation):
+        return [(float(s.start), float(s.end), str(k)) for s, _, k in annotation.itertracks(yield_label=True)]
+
+    result = {
+        "times": times,
+        "turns": turns(out.speaker_diarization),
+        "exclusive_turns": turns(out.exclusive_speaker_diarization),
+        "seconds": float(len(audio) / SAMPLE_RATE),
+        "device": str(next(pipeline._segmentation.model.parameters()).device),
+        "numpy": np.__version__,
+    }
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+# -- our side (serve environment) -------------------------------------------------------------------
+
+
+def export_folders(artifact: str) -> tuple[Path, Path]:
+    """(export folder, hub-layout source folder) of a build artifact, from the build cache."""
+    from export_scripts.build import ARTIFACTS, _ensure_cached
+    from export_scripts.common import default_cache_root
+
+    art = next((a for a in ARTIFACTS if a.name == artifact), None)
+    if art is None:
+        raise SystemExit(f"no build artifact {artifact!r}; known: {', '.join(a.name for a in ARTIFACTS)}")
+    cached, _, _, source = _ensure_cached(
+        art, "dev", default_cache_root() / "models", force=False, cache_only=False
+    )
+    return cached, source
+
+
+def make_audio(path: Path, minutes: float, seed: int = 0) -> Path:
+    import numpy as np
+
+    from inference_client import load_wav
+    from tests.meetings import synthetic_meeting
+    from tests.test_diarization_triton import write_tiled_wav
+
+    sources = [load_wav(synthetic_meeting(n, seconds=60.0, seed=200 + n)[0]) for n in (2, 3, 4)]
+    rng = np.random.default_rng(seed)
+    return write_tiled_wav(path, sources, minutes * 60, seed=int(rng.integers(1 << 30)))
+
+
+def run_ours(export_dir: Path, wav: Path, repeats: int, config_name: str | None, work: Path) -> dict:
+    from inference_client import TritonClient, load_wav
+    from inference_client.diarization import DiarizationClient, PipelineSettings
+    from serving.launcher import TritonServer
+    from tests.test_diarization_triton import as_tuples, diarization_repository, wav_chunks
+
+    repo = diarization_repository(work / "repo", export_dir)
+    settings = PipelineSettings.from_dir(export_dir)
+    warm = load_wav(wav)[: 30 * SAMPLE_RATE]
+    times, result = [], None
+    with TritonServer(repo, config_name=config_name) as server:
+
+        async def once(audio):
+            async with TritonClient(server.ports.grpc_url) as client:
+                t = time.perf_counter()
+                out = await DiarizationClient(client, settings).diarize(audio)
+                return time.perf_counter() - t, out
+
+        asyncio.run(once(warm))
+        for _ in range(repeats):
+            dt, result = asyncio.run(once(wav_chunks(wav)))
+            times.append(dt)
+    return {
+        "times": times,
+        "turns": as_tuples(result.turns),
+        "exclusive_turns": as_tuples(result.exclusive_turns),
+        "timings": result.timings,
+        "seconds": result.duration_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--artifact",
+        default="pyannote_full",
+        help="build artifact with the weights (default: full-size random)",
+    )
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--wav", type=Path, default=None, help="use this 16 kHz WAV instead of synthetic meetings")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cpu", action="store_true", help="both sides on the CPU (the dry run of the GPU check)")
+    p.add_argument("--skip-pyannote", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    # internal: the pyannote half, run with the export environment's Python
+    p.add_argument("--pyannote-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.pyannote_worker:
+        return pyannote_worker(args)
+
+    from tests.test_diarization_triton import frame_der
+
+    export_dir, source = export_folders(args.artifact)
+    with tempfile.TemporaryDirectory(prefix="diarization-bench-") as tmp:
+        work = Path(tmp)
+        wav = args.wav or make_audio(work / "meeting.wav", args.minutes)
+        ours = run_ours(export_dir, wav, args.repeats, None if args.cpu else "gpu", work)
+        theirs = None
+        if not args.skip_pyannote:
+            cmd = [
+                str(EXPORT_PYTHON),
+                str(Path(__file__).resolve()),
+                "--pyannote-worker",
+                "--model-dir",
+                str(source),
+            ]
+            cmd += ["--wav", str(wav), "--threads", str(args.threads), "--repeats", str(args.repeats)]
+            cmd += ["--result", str(work / "pyannote.json")] + (["--cpu"] if args.cpu else [])
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYANNOTE_METRICS_ENABLED="false")
+            subprocess.run(cmd, check=True, cwd=REPO_ROOT, env=env)
+            theirs = json.loads((work / "pyannote.json").read_text())
+
+    seconds = ours["seconds"]
+    ours_t = statistics.median(ours["times"])
+    print(
+        f"audio: {seconds / 60:.1f} min; artifact {args.artifact}; {args.threads} threads; median of {args.repeats}"
+    )
+    print(f"ours (Triton):  {ours_t:8.2f} s  RTF {ours_t / seconds:.3f}  {ours['timings']}")
+    results = {"seconds": seconds, "ours": ours["times"], "artifact": args.artifact, "threads": args.threads}
+    if theirs is not None:
+        theirs_t = statistics.median(theirs["times"])
+        der = frame_der(theirs["turns"], ours["turns"])
+        der_x = frame_der(theirs["exclusive_turns"], ours["exclusive_turns"])
+        print(f"pyannote:       {theirs_t:8.2f} s  RTF {theirs_t / seconds:.3f}  ({theirs['device']})")
+        print(f"speed ratio:    {theirs_t / ours_t:.2f}x")
+        print(f"DER between outputs: regular {der:.2%}, exclusive {der_x:.2%}")
+        results.update(pyannote=theirs["times"], ratio=theirs_t / ours_t, der=der, der_exclusive=der_x)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

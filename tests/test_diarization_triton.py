@@ -1,0 +1,628 @@
+"""The ``segmentation`` and ``speaker_embedding`` Triton models and the client's global diarization
+pipeline (``inference_client.diarization``), served by a real tritonserver.
+
+* Parity per stage with pyannote.audio's own ``SpeakerDiarization`` on the dev weights (the export
+  environment computes the reference): segmentation scores, embeddings (NaN exactly where pyannote
+  skips), end-to-end DER between the two outputs.
+* The trained tiny fixture recovers the turns of a held-out synthetic meeting through our pipeline.
+* Real batching, non-empty outputs, bad inputs, streaming input, speaker-count constraints.
+* Memory stays bounded from a 5-minute to a 20-minute file (slow).
+
+DER here is :func:`frame_der`: 10 ms frames, optimal one-to-one speaker mapping, no collar,
+overlaps scored — (missed + false alarm + confusion) / reference speech, as pyannote.metrics
+computes it up to frame rounding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from inference_client import TritonClient, load_wav
+from inference_client.diarization import DiarizationClient, PipelineSettings
+from inference_client.errors import InvalidRequestError
+from inference_client.metrics import batch_sizes, inference_counts, scrape
+from serving.diarization import WeSpeakerFbank
+from speechlib.diarization.masks import embedding_masks, inactive_speakers, min_num_frames
+from speechlib.diarization.powerset import powerset_to_multilabel
+from speechlib.interfaces import SAMPLE_RATE, Segmentation, SpeakerEmbedding
+from tests.audio import pyannote_sample
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+DIARIZATION_MODELS = (Segmentation.NAME, SpeakerEmbedding.NAME)
+EXPORT_PYTHON = REPO_ROOT / ".envs" / "export" / "bin" / "python"
+REFERENCE_MODULE = "export_scripts.reference_diarization"
+WINDOW = Segmentation.WINDOW_SAMPLES
+FRAMES = Segmentation.NUM_FRAMES
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def frame_der(reference, hypothesis, step: float = 0.01) -> float:
+    """Frame-based diarization error rate of ``hypothesis`` against ``reference``, both lists of
+    ``(start_s, end_s, speaker)``: (missed + false alarm + confusion) / reference speech, with the
+    one-to-one speaker mapping that maximises agreement (Hungarian), no collar, overlaps scored."""
+    end = max([e for _, e, _ in reference] + [e for _, e, _ in hypothesis] + [0.0])
+    n = int(np.ceil(end / step)) + 1
+
+    def matrix(turns):
+        labels = sorted({s for _, _, s in turns})
+        m = np.zeros((n, len(labels)), dtype=bool)
+        for s, e, spk in turns:
+            m[int(round(s / step)) : int(round(e / step)), labels.index(spk)] = True
+        return m
+
+    ref, hyp = matrix(reference), matrix(hypothesis)
+    total = ref.sum()
+    if total == 0:
+        return 0.0 if hyp.sum() == 0 else 1.0
+    correct = 0
+    if ref.shape[1] and hyp.shape[1]:
+        overlap = ref.T.astype(np.int64) @ hyp.astype(np.int64)
+        rows, cols = linear_sum_assignment(overlap, maximize=True)
+        correct = overlap[rows, cols].sum()
+    errors = np.maximum(ref.sum(axis=1), hyp.sum(axis=1)).sum() - correct
+    return float(errors / total)
+
+
+def as_tuples(turns):
+    return [(t.start_s, t.end_s, t.speaker) for t in turns]
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def windows_of(waveform: np.ndarray, step: int = SAMPLE_RATE) -> np.ndarray:
+    """pyannote's sliding windows (10 s, 1 s step, last one zero-padded) as [N, 1, 160000]."""
+    from speechlib.diarization.windows import plan_windows
+
+    plan = plan_windows(len(waveform))
+    return np.stack([plan.window(waveform, k) for k in range(plan.num_windows)])[:, None, :]
+
+
+def build_info_source(model: str = SpeakerEmbedding.NAME) -> Path:
+    """The hub-layout folder the installed model was exported from (for the reference pipeline)."""
+    info = MODEL_REPOSITORY / model / "1" / "BUILD_INFO.json"
+    if not info.is_file():
+        pytest.fail(f"{info} missing: run `make models` (export_scripts.build dev)", pytrace=False)
+    return Path(json.loads(info.read_text())["source"])
+
+
+def diarization_repository(dest: Path, artifacts: Path | None = None) -> Path:
+    """A model repository with only our two models: configs and model.py from model_repository/,
+    version files from ``artifacts`` (an export folder) or from the installed models."""
+    for model in DIARIZATION_MODELS:
+        src = MODEL_REPOSITORY / model
+        (dest / model / "1").mkdir(parents=True)
+        shutil.copy2(src / "config.pbtxt", dest / model / "config.pbtxt")
+        shutil.copytree(src / "configs", dest / model / "configs")
+        files = artifacts if artifacts is not None else src / "1"
+        for f in files.iterdir():
+            if f.is_file() and f.name != "model.py":
+                shutil.copy2(f, dest / model / "1" / f.name)
+        shutil.copy2(src / "1" / "model.py", dest / model / "1" / "model.py")
+    return dest
+
+
+async def diarize_with(url: str, settings: PipelineSettings, audio, **kw):
+    async with TritonClient(url) as client:
+        return await DiarizationClient(client, settings).diarize(audio, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def triton_diarization(triton_models):
+    """A tritonserver with just ``segmentation`` and ``speaker_embedding`` (the installed dev models)."""
+    return triton_models(*DIARIZATION_MODELS)
+
+
+@pytest.fixture(scope="module")
+def settings() -> PipelineSettings:
+    return PipelineSettings.from_dir(MODEL_REPOSITORY / SpeakerEmbedding.NAME / "1")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    path, turns = pyannote_sample()
+    return load_wav(path), turns
+
+
+@pytest.fixture(scope="module")
+def meetings():
+    """Synthetic meetings with 2, 3 and 4 speakers (>= 10 % non-speech, >= 1 overlap): (path, turns)."""
+    from tests.meetings import synthetic_meeting
+
+    return {n: synthetic_meeting(n, seconds=45.0, seed=10 + n) for n in (2, 3, 4)}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, sample, meetings):
+    """pyannote.audio's own pipeline on the dev weights (export env), per file stem: its per-stage
+    outputs as ``export_scripts.reference_diarization`` records them (docs/diarization-export.md)."""
+    from export_scripts.reference_diarization import load
+
+    if not EXPORT_PYTHON.is_file():
+        pytest.fail("the export environment is missing: run `make env-export`", pytrace=False)
+    out = tmp_path_factory.mktemp("reference_diarization") / "reference.npz"
+    wavs = [str(pyannote_sample()[0])] + [str(p) for p, _ in meetings.values()]
+    cmd = [str(EXPORT_PYTHON), "-m", REFERENCE_MODULE, "--model-dir", str(build_info_source())]
+    cmd += ["--out", str(out), *wavs]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"reference_diarization failed:\n{proc.stderr[-4000:]}"
+    return {Path(str(r["wav"])).stem: r for r in load(out)}
+
+
+def reference_turns(rec: dict, exclusive: bool = False) -> list[tuple[float, float, str]]:
+    rows = rec["exclusive_diarization" if exclusive else "diarization"]
+    labels = rec.get("exclusive_labels", rec["labels"]) if exclusive else rec["labels"]
+    return [(float(s), float(e), str(labels[int(k)])) for s, e, k in np.asarray(rows).reshape(-1, 3)]
+
+
+# --------------------------------------------------------------------------------------------------
+# front end: kaldi-native-fbank == torchaudio's kaldi fbank as pyannote runs it
+
+
+FBANK_REFERENCE = r"""
+import sys, numpy as np, torch
+from pyannote.audio.models.embedding import WeSpeakerResNet34
+windows = np.load(sys.argv[1])
+fb = WeSpeakerResNet34().compute_fbank(torch.from_numpy(windows)[:, None])
+np.save(sys.argv[2], fb.numpy())
+"""
+
+
+@pytest.mark.export
+def test_fbank_matches_pyannote_wespeaker_fbank(tmp_path, sample):
+    wave_, _ = sample
+    rng = np.random.default_rng(0)
+    windows = np.stack(
+        [
+            wave_[:WINDOW],
+            wave_[16000 * 17 : 16000 * 17 + WINDOW],
+            np.pad(wave_[-(WINDOW // 3) :], (0, WINDOW - WINDOW // 3)),  # padded last window
+            rng.normal(0, 0.3, WINDOW).astype(np.float32),
+            np.zeros(WINDOW, np.float32),
+        ]
+    ).astype(np.float32)
+    np.save(tmp_path / "w.npy", windows)
+    proc = subprocess.run(
+        [str(EXPORT_PYTHON), "-c", FBANK_REFERENCE, str(tmp_path / "w.npy"), str(tmp_path / "f.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = np.load(tmp_path / "f.npy")
+    fbank = WeSpeakerFbank.from_json(MODEL_REPOSITORY / SpeakerEmbedding.NAME / "1" / "fbank.json")
+    for w, ref in zip(windows, expected, strict=True):
+        got = fbank(w)
+        assert got.shape == ref.shape == (998, 80)
+        err = np.abs(got - ref)
+        # float32 FFT rounding in log-mel energies: typical 1e-5, worst bins < 1e-3
+        assert err.max() <= 2e-3 and err.mean() <= 3e-5, (err.max(), err.mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# the two models
+
+
+def test_models_answer_with_real_tensors(triton_diarization, sample):
+    wave_, _ = sample
+    windows = windows_of(wave_)[:4]
+    masks = np.zeros((3, FRAMES), np.float32)
+    masks[0, :300] = 1
+    masks[1, 250:] = 0.5
+
+    async def go():
+        async with TritonClient(triton_diarization.ports.grpc_url) as c:
+            seg = await c.infer(
+                Segmentation.NAME, {Segmentation.WAVEFORM: windows[:1]}, [Segmentation.SCORES]
+            )
+            emb = await c.infer(
+                SpeakerEmbedding.NAME,
+                {SpeakerEmbedding.WAVEFORM: windows[:1], SpeakerEmbedding.MASKS: masks[None]},
+                [SpeakerEmbedding.EMBEDDINGS],
+            )
+            return seg[Segmentation.SCORES], emb[SpeakerEmbedding.EMBEDDINGS]
+
+    scores, embeddings = run(go())
+    assert scores.shape == (1, FRAMES, Segmentation.NUM_CLASSES) and scores.nbytes > 0
+    assert np.isfinite(scores).all() and np.abs(scores).sum() > 0
+    # log-softmax over the powerset classes
+    np.testing.assert_allclose(np.exp(scores).sum(-1), 1.0, atol=1e-4)
+    assert embeddings.shape[:2] == (1, 3) and embeddings.nbytes > 0
+    assert np.isfinite(embeddings[0, :2]).all() and np.abs(embeddings[0, :2]).sum() > 0
+    assert np.isnan(embeddings[0, 2]).all(), "a speaker with an all-zero mask must get a NaN row"
+
+
+def test_model_inputs_are_validated(triton_diarization):
+    good = np.zeros((1, 1, WINDOW), np.float32)
+    nan = good.copy()
+    nan[0, 0, 5] = np.nan
+    masks = np.ones((1, 3, FRAMES), np.float32)
+
+    async def checks():
+        async with TritonClient(triton_diarization.ports.grpc_url) as client:
+            cases = [
+                (
+                    Segmentation.NAME,
+                    {Segmentation.WAVEFORM: np.zeros((1, 1, 16000), np.float32)},
+                    ["WAVEFORM"],
+                ),
+                (Segmentation.NAME, {Segmentation.WAVEFORM: nan}, ["NaN"]),
+                (
+                    SpeakerEmbedding.NAME,
+                    {
+                        SpeakerEmbedding.WAVEFORM: good,
+                        SpeakerEmbedding.MASKS: np.ones((1, 3, 100), np.float32),
+                    },
+                    ["MASKS"],
+                ),
+                (
+                    SpeakerEmbedding.NAME,
+                    {SpeakerEmbedding.WAVEFORM: good, SpeakerEmbedding.MASKS: -masks},
+                    ["MASKS", "non-negative"],
+                ),
+                (
+                    SpeakerEmbedding.NAME,
+                    {SpeakerEmbedding.WAVEFORM: nan, SpeakerEmbedding.MASKS: masks},
+                    ["NaN"],
+                ),
+            ]
+            for model, inputs, words in cases:
+                with pytest.raises(InvalidRequestError) as info:
+                    await client.infer(model, inputs)
+                assert all(w in str(info.value) for w in words), str(info.value)
+            # a bad request fails alone: a good one right after still works
+            out = await client.infer(Segmentation.NAME, {Segmentation.WAVEFORM: good})
+            assert out[Segmentation.SCORES].shape == (1, FRAMES, Segmentation.NUM_CLASSES)
+
+    run(checks())
+
+
+def test_batching_is_real(triton_diarization, sample, settings):
+    """Two diarizations at once: Triton forms batches > 1 for both models (shown by both metrics)."""
+    wave_, _ = sample
+    url = triton_diarization.ports.metrics_url
+    before = scrape(url)
+
+    async def go():
+        async with TritonClient(triton_diarization.ports.grpc_url) as client:
+            d = DiarizationClient(client, settings)
+            return await asyncio.gather(d.diarize(wave_), d.diarize(wave_[::-1].copy()))
+
+    results = run(go())
+    assert all(r.turns for r in results)
+    time.sleep(1.0)  # Triton updates its counters just after responding
+    after = scrape(url)
+    for model in DIARIZATION_MODELS:
+        counts = inference_counts(after, model) - inference_counts(before, model)
+        sizes = batch_sizes(after, model)
+        sizes_before = batch_sizes(before, model)
+        mean = (sizes.sum - sizes_before.sum) / max(1.0, sizes.count - sizes_before.count)
+        assert counts.inferences > 0, model
+        assert counts.mean_batch > 1.0, f"{model}: {counts} (Triton never batched)"
+        assert mean > 1.0, f"{model}: network batch-size mean {mean:.2f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# the client pipeline
+
+
+def test_streamed_chunks_equal_whole_waveform_and_progress(triton_diarization, sample, settings):
+    wave_, _ = sample
+    reports = []
+    sizes = [7919, 16000 * 3, 123, 16000 * 11 + 5]
+
+    def pieces():
+        i, k = 0, 0
+        while i < len(wave_):
+            n = sizes[k % len(sizes)]
+            yield wave_[i : i + n]
+            i, k = i + n, k + 1
+
+    whole = run(diarize_with(triton_diarization.ports.grpc_url, settings, wave_))
+    streamed = run(
+        diarize_with(triton_diarization.ports.grpc_url, settings, pieces(), progress=reports.append)
+    )
+    assert whole.turns and as_tuples(whole.turns) == as_tuples(streamed.turns)
+    assert as_tuples(whole.exclusive_turns) == as_tuples(streamed.exclusive_turns)
+    assert whole.num_windows == 21  # 30 s: 20 complete windows + 1 padded
+    seconds = [r.seconds_read for r in reports]
+    assert seconds == sorted(seconds) and reports[-1].finished_reading
+    assert abs(seconds[-1] - len(wave_) / SAMPLE_RATE) < 1e-6
+    assert reports[-1].windows_done == reports[-1].windows_sent == whole.num_windows
+    # exclusive turns never overlap
+    ex = sorted(as_tuples(whole.exclusive_turns))
+    assert all(a[1] <= b[0] + 1e-9 for a, b in zip(ex, ex[1:], strict=False))
+
+
+def test_bad_audio_is_refused_with_a_clear_error(triton_diarization, settings):
+    async def go(audio):
+        return await diarize_with(triton_diarization.ports.grpc_url, settings, audio)
+
+    with pytest.raises(ValueError, match="empty"):
+        run(go(np.zeros(0, np.float32)))
+    with pytest.raises(ValueError, match="NaN"):
+        run(go(np.full(SAMPLE_RATE, np.nan, np.float32)))
+    with pytest.raises(ValueError, match="channels"):
+        run(go(np.zeros((SAMPLE_RATE, 2), np.float32)))
+    with pytest.raises(TypeError, match="32768"):
+        run(go(np.zeros(SAMPLE_RATE, np.int16)))
+    with pytest.raises(ValueError, match="min_speakers"):
+        run(go_kw(triton_diarization, settings, min_speakers=3, max_speakers=2))
+    with pytest.raises(ValueError, match="clustering"):
+        run(go_kw(triton_diarization, settings, clustering="kmeans"))
+    # too short for a window: padded like pyannote pads it; turns stay inside the audio
+    short = run(go(np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE // 2).astype(np.float32)))
+    assert short.num_windows == 1
+    assert all(0 <= t.start_s < t.end_s <= 0.5 for t in short.turns)
+
+
+async def go_kw(triton_diarization, settings, **kw):
+    return await diarize_with(
+        triton_diarization.ports.grpc_url, settings, np.zeros(SAMPLE_RATE, np.float32), **kw
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# parity with pyannote.audio (dev weights)
+
+
+def our_stages(triton_diarization, settings, waveform, ref_binary):
+    """Our segmentation scores per window, and our embeddings for pyannote's own masks."""
+    windows = windows_of(waveform)
+
+    async def go():
+        async with TritonClient(triton_diarization.ports.grpc_url) as c:
+            seg = await asyncio.gather(
+                *(
+                    c.infer(Segmentation.NAME, {Segmentation.WAVEFORM: w[None]}, [Segmentation.SCORES])
+                    for w in windows
+                )
+            )
+            min_frames = min_num_frames(FRAMES, settings.window_s, SAMPLE_RATE, settings.min_num_samples)
+            masks = embedding_masks(ref_binary, settings.exclude_overlap, min_frames)
+            emb = await asyncio.gather(
+                *(
+                    c.infer(
+                        SpeakerEmbedding.NAME,
+                        {SpeakerEmbedding.WAVEFORM: w[None], SpeakerEmbedding.MASKS: m[None]},
+                        [SpeakerEmbedding.EMBEDDINGS],
+                    )
+                    for w, m in zip(windows, masks, strict=True)
+                )
+            )
+        scores = np.concatenate([s[Segmentation.SCORES] for s in seg])
+        return scores, np.concatenate([e[SpeakerEmbedding.EMBEDDINGS] for e in emb])
+
+    return run(go())
+
+
+@pytest.mark.export
+def test_per_stage_parity_with_pyannote(triton_diarization, settings, reference):
+    report = []
+    for name, ref in reference.items():
+        waveform = load_wav(ref["wav"])
+        ref_scores = ref["scores"]
+        scores, embeddings = our_stages(triton_diarization, settings, waveform, ref["segmentations"])
+        assert scores.shape == ref_scores.shape, name
+        seg_err = float(np.abs(scores - ref_scores).max())
+        assert seg_err <= 1e-4, f"{name}: segmentation max |Δ| {seg_err}"
+        assert (powerset_to_multilabel(scores) == ref["segmentations"]).mean() > 0.999, name
+        # pyannote embeds every (window, speaker) and later ignores the inactive ones; we skip them (NaN)
+        ref_emb = ref["embeddings"]
+        skipped = inactive_speakers(ref["segmentations"]) | np.isnan(ref_emb).any(axis=2)
+        ours_nan = np.isnan(embeddings).any(axis=2)
+        assert (ours_nan == skipped).all(), (
+            f"{name}: skipped embeddings differ from the speakers pyannote ignores"
+        )
+        cos = [cosine(a, b) for a, b in zip(embeddings[~skipped], ref_emb[~skipped], strict=True)]
+        assert cos and min(cos) >= 0.9999, f"{name}: min embedding cosine {min(cos, default=None)}"
+        report.append(f"{name}: seg max|Δ| {seg_err:.1e}; {len(cos)} embeddings, min cosine {min(cos):.7f}")
+    print("\n".join(report))
+
+
+@pytest.mark.export
+def test_end_to_end_der_against_pyannote(triton_diarization, settings, reference):
+    ders = {}
+    for name, ref in reference.items():
+        ours = run(
+            diarize_with(
+                triton_diarization.ports.grpc_url, settings, load_wav(ref["wav"]), clip_to_audio=False
+            )
+        )
+        ders[f"{name}/regular"] = frame_der(reference_turns(ref), as_tuples(ours.turns))
+        ders[f"{name}/exclusive"] = frame_der(
+            reference_turns(ref, exclusive=True), as_tuples(ours.exclusive_turns)
+        )
+    print({k: round(v, 5) for k, v in ders.items()})
+    assert max(ders.values()) <= 0.01, ders
+
+
+# --------------------------------------------------------------------------------------------------
+# the trained tiny fixture: real speaker turns through our pipeline
+
+
+@pytest.fixture(scope="module")
+def fixture_server(tmp_path_factory):
+    from export_scripts.build import SourceMissing, artifact_dir
+    from serving.launcher import TritonServer
+
+    try:
+        artifacts = artifact_dir("pyannote_fixture", cache_only=True)
+    except SourceMissing as e:
+        pytest.fail(
+            f"{e}; build it with `python -m export_scripts.build dev --only pyannote_fixture`", pytrace=False
+        )
+    repo = diarization_repository(tmp_path_factory.mktemp("fixture_repo"), artifacts)
+    with TritonServer(repo) as server:
+        yield server, PipelineSettings.from_dir(artifacts)
+
+
+def test_trained_fixture_recovers_a_held_out_meeting(fixture_server):
+    from tests.meetings import synthetic_meeting
+
+    server, settings = fixture_server
+    path, truth = synthetic_meeting(2, seconds=60.0, seed=101)
+    result = run(diarize_with(server.ports.grpc_url, settings, load_wav(path)))
+    der = frame_der([(s, e, k) for s, e, k in truth], as_tuples(result.turns))
+    print(f"2-speaker held-out meeting: DER {der:.3f}, speakers {result.speakers}")
+    assert len(result.speakers) == 2
+    assert der <= 0.05
+
+
+def test_speaker_count_constraints_are_honoured(fixture_server):
+    from tests.meetings import synthetic_meeting
+
+    server, settings = fixture_server
+    path, truth = synthetic_meeting(3, seconds=45.0, seed=103)
+    audio = load_wav(path)
+    one = run(diarize_with(server.ports.grpc_url, settings, audio, max_speakers=1))
+    assert len(one.speakers) == 1
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(one.turns, one.turns[1:], strict=False))
+    two = run(diarize_with(server.ports.grpc_url, settings, audio, num_speakers=2))
+    assert len(two.speakers) == 2
+    more = run(diarize_with(server.ports.grpc_url, settings, audio, min_speakers=3, max_speakers=4))
+    assert 3 <= len(more.speakers) <= 4
+
+
+def test_silence_gives_an_empty_diarization(fixture_server):
+    server, settings = fixture_server
+    quiet = np.random.default_rng(0).normal(0, 1e-4, SAMPLE_RATE * 15).astype(np.float32)
+    result = run(diarize_with(server.ports.grpc_url, settings, quiet))
+    assert result.turns == [] and result.exclusive_turns == [] and result.speakers == []
+    assert result.num_windows == 6
+
+
+# --------------------------------------------------------------------------------------------------
+# memory: bounded as the audio grows
+
+
+def write_tiled_wav(path: Path, sources: list[np.ndarray], seconds: float, seed: int) -> Path:
+    """A 16-bit WAV of ``seconds`` made of randomly gained pieces of ``sources``, written in pieces."""
+    rng = np.random.default_rng(seed)
+    total = int(seconds * SAMPLE_RATE)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        done = 0
+        while done < total:
+            src = sources[int(rng.integers(len(sources)))]
+            piece = src[: total - done] * float(rng.uniform(0.5, 1.0))
+            w.writeframes((np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes())
+            done += len(piece)
+    return path
+
+
+def wav_chunks(path: Path, seconds: float = 20.0):
+    with wave.open(str(path), "rb") as w:
+        n = int(seconds * w.getframerate())
+        while True:
+            data = w.readframes(n)
+            if not data:
+                return
+            yield np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+
+
+def process_rss(pid: int) -> int:
+    """RSS (bytes) of one process (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def process_tree_rss(pid: int) -> int:
+    """RSS (bytes) of ``pid`` and all its descendants (tritonserver + its Python-backend stubs)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        stack += children.get(p, [])
+        total += process_rss(p)
+    return total
+
+
+class PeakRSS:
+    """Samples the peak RSS of the server tree (tritonserver + stubs) and of this process (the client,
+    without its child server) every 100 ms."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+        self.server = self.client = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.server = max(self.server, process_tree_rss(self.server_pid))
+            self.client = max(self.client, process_rss(os.getpid()))
+            self._stop.wait(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_as_audio_grows(tmp_path, sample, settings, meetings):
+    from serving.launcher import TritonServer
+
+    sources = [sample[0]] + [load_wav(p) for p, _ in meetings.values()]
+    short = write_tiled_wav(tmp_path / "5min.wav", sources, 5 * 60, seed=1)
+    long_ = write_tiled_wav(tmp_path / "20min.wav", sources, 20 * 60, seed=2)
+    repo = diarization_repository(tmp_path / "repo")
+    peaks = {}
+    with TritonServer(repo) as server:
+        run(diarize_with(server.ports.grpc_url, settings, wav_chunks(short)))  # warm every code path
+        for label, path in (("5 min", short), ("20 min", long_)):
+            with PeakRSS(server.process.pid) as rss:
+                result = run(diarize_with(server.ports.grpc_url, settings, wav_chunks(path)))
+            assert result.turns
+            peaks[label] = (rss.server, rss.client)
+    (s5, c5), (s20, c20) = peaks["5 min"], peaks["20 min"]
+    print(
+        f"peak RSS server+stubs {s5 / 2**20:.0f} -> {s20 / 2**20:.0f} MiB; client {c5 / 2**20:.0f} -> {c20 / 2**20:.0f} MiB"
+    )
+    assert s20 <= 1.15 * s5, peaks
+    assert c20 <= 1.15 * c5, peaks
