@@ -22,8 +22,8 @@ Variants:
 * ``full``   : segmentation-3.0's exact architecture and WeSpeakerResNet34, random weights (benchmarks).
 * ``fixture``: the trained tiny models committed in ``tests/fixtures/diarization/`` (see its README).
 
-``--train-fixture`` (planned, not implemented yet) is to train that fixture (synthetic espeak voices,
-fixed seed, a few CPU minutes) and write ``fixture.npz`` + ``fixture.json`` into ``--out``.
+``--train-fixture`` trains that fixture (``export_scripts.pyannote_train``: synthetic espeak voices,
+fixed seed, a few CPU minutes) and writes ``fixture.npz`` + ``fixture.json`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -512,11 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = args.out.resolve()
     if args.train_fixture:
-        # Not written yet: the recipe (PLATFORM.md, "Training tiny fixtures") trains PyanNet LSTM 64x2
-        # with pyannote's powerset loss and the small ResNet with AAM-softmax (margin 0.4) on the 8
-        # voices of tests/meetings.py, then fits an LDA + two-covariance PLDA, and writes fixture.npz
-        # (weights as "seg.*", "emb.*", PLDA as "plda.*") + fixture.json, which --variant fixture reads.
-        p.error("--train-fixture is not implemented yet (see the comment in main())")
+        from export_scripts.pyannote_train import train_fixture
+
+        train_fixture(out, 0 if args.seed is None else args.seed)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     torch = _torch()
     torch.set_num_threads(min(2, os.cpu_count() or 1))

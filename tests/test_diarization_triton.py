@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
-import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -516,113 +513,3 @@ def test_silence_gives_an_empty_diarization(fixture_server):
     result = run(diarize_with(server.ports.grpc_url, settings, quiet))
     assert result.turns == [] and result.exclusive_turns == [] and result.speakers == []
     assert result.num_windows == 6
-
-
-# --------------------------------------------------------------------------------------------------
-# memory: bounded as the audio grows
-
-
-def write_tiled_wav(path: Path, sources: list[np.ndarray], seconds: float, seed: int) -> Path:
-    """A 16-bit WAV of ``seconds`` made of randomly gained pieces of ``sources``, written in pieces."""
-    rng = np.random.default_rng(seed)
-    total = int(seconds * SAMPLE_RATE)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        done = 0
-        while done < total:
-            src = sources[int(rng.integers(len(sources)))]
-            piece = src[: total - done] * float(rng.uniform(0.5, 1.0))
-            w.writeframes((np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes())
-            done += len(piece)
-    return path
-
-
-def wav_chunks(path: Path, seconds: float = 20.0):
-    with wave.open(str(path), "rb") as w:
-        n = int(seconds * w.getframerate())
-        while True:
-            data = w.readframes(n)
-            if not data:
-                return
-            yield np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
-
-
-def process_rss(pid: int) -> int:
-    """RSS (bytes) of one process (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def process_tree_rss(pid: int) -> int:
-    """RSS (bytes) of ``pid`` and all its descendants (tritonserver + its Python-backend stubs)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        stack += children.get(p, [])
-        total += process_rss(p)
-    return total
-
-
-class PeakRSS:
-    """Samples the peak RSS of the server tree (tritonserver + stubs) and of this process (the client,
-    without its child server) every 100 ms."""
-
-    def __init__(self, server_pid: int):
-        self.server_pid = server_pid
-        self.server = self.client = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.server = max(self.server, process_tree_rss(self.server_pid))
-            self.client = max(self.client, process_rss(os.getpid()))
-            self._stop.wait(0.1)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-@pytest.mark.slow
-def test_memory_stays_bounded_as_audio_grows(tmp_path, sample, settings, meetings):
-    from serving.launcher import TritonServer
-
-    sources = [sample[0]] + [load_wav(p) for p, _ in meetings.values()]
-    short = write_tiled_wav(tmp_path / "5min.wav", sources, 5 * 60, seed=1)
-    long_ = write_tiled_wav(tmp_path / "20min.wav", sources, 20 * 60, seed=2)
-    repo = diarization_repository(tmp_path / "repo")
-    peaks = {}
-    with TritonServer(repo) as server:
-        run(diarize_with(server.ports.grpc_url, settings, wav_chunks(short)))  # warm every code path
-        for label, path in (("5 min", short), ("20 min", long_)):
-            with PeakRSS(server.process.pid) as rss:
-                result = run(diarize_with(server.ports.grpc_url, settings, wav_chunks(path)))
-            assert result.turns
-            peaks[label] = (rss.server, rss.client)
-    (s5, c5), (s20, c20) = peaks["5 min"], peaks["20 min"]
-    print(
-        f"peak RSS server+stubs {s5 / 2**20:.0f} -> {s20 / 2**20:.0f} MiB; client {c5 / 2**20:.0f} -> {c20 / 2**20:.0f} MiB"
-    )
-    assert s20 <= 1.15 * s5, peaks
-    assert c20 <= 1.15 * c5, peaks
