@@ -306,7 +306,7 @@ def test_decode_utterance_parses_tags_and_times_text_tokens():
 def test_runtime_choice_fails_clearly(tmp_path):
     from serving.sensevoice import SenseVoice
 
-    with pytest.raises(RuntimeError, match="torchscript' is not available"):
+    with pytest.raises(RuntimeError, match="missing model.ts"):
         SenseVoice(tmp_path, runtime="torchscript")
     with pytest.raises(ValueError, match="onnxruntime, torchscript"):
         SenseVoice(tmp_path, runtime="tensorrt")
