@@ -293,7 +293,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
                 )
             ).hexdigest()[:16],
         ),
-        default=False,  # until tests/fixtures/diarization/ holds the trained state
+        default=True,  # tests/fixtures/diarization/ holds the trained state
     ),
 )
 
