@@ -24,6 +24,7 @@ missing (with what to do), 1 when an export fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -112,6 +113,45 @@ def _real_dir(subdir: str, required: tuple[str, ...]) -> Callable[[], Path]:
     return locate
 
 
+PYANNOTE_SOURCE_FILES = (
+    "config.yaml",
+    "segmentation/pytorch_model.bin",
+    "embedding/pytorch_model.bin",
+    "plda/xvec_transform.npz",
+    "plda/plda.npz",
+)
+PYANNOTE_FIXTURE_FILES = sorted((REPO_ROOT / "tests" / "fixtures" / "diarization").glob("fixture.*"))
+
+
+def _digest_of(paths: list[Path]) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:16]
+
+
+# Exporter: export_scripts/pyannote_export.py (parity-gated); dev models: export_scripts/pyannote_dev.py.
+PYANNOTE_SMALL = Artifact(
+    name="pyannote_small",
+    sources={"real": _real_dir("speaker-diarization-community-1", PYANNOTE_SOURCE_FILES)},
+    source_files=PYANNOTE_SOURCE_FILES,
+    optional_source_files=("DEV_MODEL.json",),
+    exporter="export_scripts.pyannote_export",
+    extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
+    files=(
+        "segmentation.onnx",
+        "embedding_trunk.onnx",
+        "embedding_head.npz",
+        "plda.npz",
+        "xvec_transform.npz",
+        "params.json",
+        "fbank.json",
+        "head_check.npz",
+        "export_meta.json",
+    ),
+    models=("segmentation", "speaker_embedding"),
+    dev_builder="export_scripts.pyannote_dev",
+    dev_builder_args=("--variant", "small"),
+    code=("tests.meetings", "tests.audio"),
+)
+
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact(
         name="fsmn_vad",
@@ -183,117 +223,19 @@ ARTIFACTS: tuple[Artifact, ...] = (
         models=("asr",),
         code=("export_scripts.sensevoice_dev",),
     ),
-    # --- diarization (pyannote) artifacts go here ---
-    # Exporter: export_scripts/pyannote_export.py (parity-gated); dev models: export_scripts/pyannote_dev.py.
-    Artifact(
-        name="pyannote_small",
-        sources={
-            "real": _real_dir(
-                "speaker-diarization-community-1",
-                (
-                    "config.yaml",
-                    "segmentation/pytorch_model.bin",
-                    "embedding/pytorch_model.bin",
-                    "plda/xvec_transform.npz",
-                    "plda/plda.npz",
-                ),
-            )
-        },
-        source_files=(
-            "config.yaml",
-            "segmentation/pytorch_model.bin",
-            "embedding/pytorch_model.bin",
-            "plda/xvec_transform.npz",
-            "plda/plda.npz",
-        ),
-        optional_source_files=("DEV_MODEL.json",),
-        exporter="export_scripts.pyannote_export",
-        extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
-        files=(
-            "segmentation.onnx",
-            "embedding_trunk.onnx",
-            "embedding_head.npz",
-            "plda.npz",
-            "xvec_transform.npz",
-            "params.json",
-            "fbank.json",
-            "head_check.npz",
-            "export_meta.json",
-        ),
-        models=("segmentation", "speaker_embedding"),
-        dev_builder="export_scripts.pyannote_dev",
-        dev_builder_args=("--variant", "small"),
-        code=("tests.meetings", "tests.audio"),
+    # --- diarization (pyannote) artifacts ---
+    PYANNOTE_SMALL,
+    dataclasses.replace(
+        PYANNOTE_SMALL, name="pyannote_full", sources={}, models=(), dev_builder_args=("--variant", "full"), default=False
     ),
-    Artifact(
-        name="pyannote_full",
-        sources={},
-        source_files=(
-            "config.yaml",
-            "segmentation/pytorch_model.bin",
-            "embedding/pytorch_model.bin",
-            "plda/xvec_transform.npz",
-            "plda/plda.npz",
-        ),
-        optional_source_files=("DEV_MODEL.json",),
-        exporter="export_scripts.pyannote_export",
-        extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
-        files=(
-            "segmentation.onnx",
-            "embedding_trunk.onnx",
-            "embedding_head.npz",
-            "plda.npz",
-            "xvec_transform.npz",
-            "params.json",
-            "fbank.json",
-            "head_check.npz",
-            "export_meta.json",
-        ),
-        models=(),
-        dev_builder="export_scripts.pyannote_dev",
-        dev_builder_args=("--variant", "full"),
-        code=("tests.meetings", "tests.audio"),
-        default=False,
-    ),
-    Artifact(
+    dataclasses.replace(
+        PYANNOTE_SMALL,
         name="pyannote_fixture",
         sources={},
-        source_files=(
-            "config.yaml",
-            "segmentation/pytorch_model.bin",
-            "embedding/pytorch_model.bin",
-            "plda/xvec_transform.npz",
-            "plda/plda.npz",
-        ),
-        optional_source_files=("DEV_MODEL.json",),
-        exporter="export_scripts.pyannote_export",
-        extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
-        files=(
-            "segmentation.onnx",
-            "embedding_trunk.onnx",
-            "embedding_head.npz",
-            "plda.npz",
-            "xvec_transform.npz",
-            "params.json",
-            "fbank.json",
-            "head_check.npz",
-            "export_meta.json",
-        ),
         models=(),
-        dev_builder="export_scripts.pyannote_dev",
+        code=(),
         # the committed trained state feeds the dev model's cache key through this digest
-        dev_builder_args=(
-            "--variant",
-            "fixture",
-            "--fixture-digest",
-            hashlib.sha256(
-                b"".join(
-                    p.read_bytes()
-                    for p in sorted((REPO_ROOT / "tests" / "fixtures" / "diarization").glob("fixture.*"))
-                )
-            ).hexdigest()[:16],
-        ),
-        default=True,  # tests/fixtures/diarization/ holds the trained state
+        dev_builder_args=("--variant", "fixture", "--fixture-digest", _digest_of(PYANNOTE_FIXTURE_FILES)),
     ),
 )
 
