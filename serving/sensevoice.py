@@ -71,6 +71,27 @@ def decode_utterance(logits: np.ndarray, vocab: Vocabulary, blank: int = ctc.BLA
     )
 
 
+def length_groups(lengths: Sequence[int], max_padding: float) -> list[list[int]]:
+    """Split a batch (frame counts) into groups of similar length: sorted by length, a group closes
+    when padding everything to its longest member would make more than ``max_padding`` of the
+    network's input padding. Padding is pure loss on CPU (measured: 16 streams of mixed lengths ran at
+    0.39x funasr-onnx's throughput with whole padded batches); ``max_padding`` 1.0 keeps one batch."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    total = 0
+    for i in order:
+        group = groups[-1] if groups else None
+        if group is not None:
+            padded = (len(group) + 1) * lengths[i]  # i is the new longest (sorted)
+            if 1.0 - (total + lengths[i]) / padded <= max_padding:
+                group.append(i)
+                total += lengths[i]
+                continue
+        groups.append([i])
+        total = lengths[i]
+    return groups
+
+
 class SenseVoice:
     """The network and everything around it for one model folder."""
 
@@ -82,8 +103,10 @@ class SenseVoice:
         device: str = "cpu",
         device_id: int = 0,
         on_batch: Callable[[int], None] | None = None,
+        max_padding: float = 0.25,
     ):
         model_dir = Path(model_dir)
+        self.max_padding = float(max_padding)
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         network_file = TORCHSCRIPT_FILE if runtime == "torchscript" else ONNX_FILE
@@ -148,12 +171,18 @@ class SenseVoice:
         languages: Sequence[str] | None = None,
         use_itn: Sequence[bool] | None = None,
     ) -> list[Recognition]:
-        """Recognize each waveform (one batched network call). ``languages``: codes for
-        ``speechlib.languages`` (default auto); ``use_itn`` default True."""
+        """Recognize each waveform. ``languages``: codes for ``speechlib.languages`` (default auto);
+        ``use_itn`` default True. Utterances of similar length share a network call (see
+        :func:`length_groups`)."""
         n = len(waveforms)
         if n == 0:
             return []
         langs = [language_prompt(c) for c in (languages or ["auto"] * n)]
         norms = [TEXTNORM_PROMPT[bool(u)] for u in (use_itn or [True] * n)]
         feats = [self.features(w) for w in waveforms]
-        return [decode_utterance(lg, self.vocab) for lg in self.logits(feats, langs, norms)]
+        logits: list[np.ndarray | None] = [None] * n
+        for group in length_groups([f.shape[0] for f in feats], self.max_padding):
+            outs = self.logits([feats[i] for i in group], [langs[i] for i in group], [norms[i] for i in group])
+            for i, lg in zip(group, outs):
+                logits[i] = lg
+        return [decode_utterance(lg, self.vocab) for lg in logits]

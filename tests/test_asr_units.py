@@ -312,3 +312,16 @@ def test_runtime_choice_fails_clearly(tmp_path):
         SenseVoice(tmp_path, runtime="tensorrt")
     with pytest.raises(RuntimeError, match="missing model.onnx"):
         SenseVoice(tmp_path)
+
+
+def test_length_groups_bound_padding():
+    from serving.sensevoice import length_groups
+
+    lengths = [50, 400, 60, 390, 55, 1000, 410]
+    groups = length_groups(lengths, 0.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        longest = max(lengths[i] for i in g)
+        assert 1 - sum(lengths[i] for i in g) / (len(g) * longest) <= 0.25
+    assert [sorted(lengths[i] for i in g) for g in groups] == [[50, 55, 60], [390, 400, 410], [1000]]
+    assert length_groups(lengths, 1.0) == [sorted(range(len(lengths)), key=lambda i: lengths[i])]

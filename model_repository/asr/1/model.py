@@ -77,6 +77,7 @@ class TritonPythonModel:
             intra_op_threads=int(ctx.parameter("intra_op_threads", "1")),
             device=ctx.device,
             device_id=ctx.device_id,
+            max_padding=float(ctx.parameter("max_padding", "0.25")),
         )
         # Warm-up (not counted in the metric): the first runs are slow; pay for them here, not on a request.
         rng = np.random.default_rng(0)
