@@ -10,8 +10,8 @@ Everything around the network (front end, end-pointing) is ``speechlib.vad``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import yaml

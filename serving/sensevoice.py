@@ -137,7 +137,7 @@ class SenseVoice:
                 raise RuntimeError(
                     f"{model_dir}: the network has {vocab_size} outputs but {TOKENS_FILE} has {len(self.vocab)} pieces"
                 )
-            self.network = lambda *arrays: session.run(None, dict(zip(NETWORK_INPUTS, arrays)))
+            self.network = lambda *arrays: session.run(None, dict(zip(NETWORK_INPUTS, arrays, strict=False)))
         self.on_batch = on_batch
 
     def features(self, waveform: np.ndarray) -> np.ndarray:
@@ -183,6 +183,6 @@ class SenseVoice:
         logits: list[np.ndarray | None] = [None] * n
         for group in length_groups([f.shape[0] for f in feats], self.max_padding):
             outs = self.logits([feats[i] for i in group], [langs[i] for i in group], [norms[i] for i in group])
-            for i, lg in zip(group, outs):
+            for i, lg in zip(group, outs, strict=False):
                 logits[i] = lg
         return [decode_utterance(lg, self.vocab) for lg in logits]

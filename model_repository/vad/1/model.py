@@ -5,6 +5,7 @@ end-pointing in ``speechlib``. Requests arrive as a ragged dynamic batch; their 
 """
 
 import numpy as np
+import triton_python_backend_utils as pb_utils
 
 from serving.fsmn_vad import FsmnVadNetwork, detect_segments
 from serving.triton_io import (
@@ -17,8 +18,6 @@ from serving.triton_io import (
     waveform_input,
 )
 from speechlib.interfaces import SAMPLE_RATE, VAD
-
-import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
@@ -52,7 +51,7 @@ class TritonPythonModel:
                 results = detect_segments(self.network, waves, silences)
             except Exception as exc:  # never crash the stub: fail these requests instead
                 results = [exc] * len(waves)
-            for i, segments in zip(index, results):
+            for i, segments in zip(index, results, strict=False):
                 if isinstance(segments, Exception):
                     responses[i] = error_response(f"vad failed: {segments}", invalid_argument=False)
                     continue

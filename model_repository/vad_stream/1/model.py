@@ -9,6 +9,7 @@ batcher's idle timeout are dropped. Chunks of different streams run through the 
 import time
 
 import numpy as np
+import triton_python_backend_utils as pb_utils
 
 from serving.fsmn_vad import FsmnVadNetwork
 from serving.triton_io import (
@@ -22,8 +23,6 @@ from serving.triton_io import (
     waveform_input,
 )
 from speechlib.interfaces import NO_TIME, SAMPLE_RATE, VADStream
-
-import triton_python_backend_utils as pb_utils
 
 
 class _Stream:
@@ -113,7 +112,7 @@ class TritonPythonModel:
                     rows = self._step(round_items)
                 except Exception as exc:  # fail these requests, keep the stub alive
                     rows = [exc] * len(round_items)
-                for (i, corrid, end), r in zip(round_index, rows):
+                for (i, corrid, end), r in zip(round_index, rows, strict=False):
                     if isinstance(r, Exception):
                         responses[i] = error_response(f"vad_stream failed: {r}", invalid_argument=False)
                         self.streams.pop(corrid, None)
