@@ -106,6 +106,36 @@ sed 's/^/    /' "$work/vad_example.py"
 echo "--- output:"
 "$PY" "$work/vad_example.py"
 
+# --- example 1b: speech recognition (the dev `asr` is a tiny model trained on a few espeak-ng clips:
+# it transcribes those clips exactly and nothing else; real weights: make download-models export-real)
+cat >"$work/asr_example.py" <<EOF
+import asyncio, json
+
+import numpy as np
+
+from inference_client import ASRClient, TritonClient
+
+clips = np.load("$root/model_repository/asr/1/fixture_clips.npz")
+meta = json.loads(str(clips["meta"]))[0]
+
+
+async def main():
+    async with TritonClient("127.0.0.1:$GRPC_PORT") as client:
+        t = await ASRClient(client).transcribe(clips[meta["key"]], language="auto")
+    print(f"text={t.text!r} language={t.language} emotion={t.emotion} event={t.event}")
+    print("tokens:", [(k.text, k.start_ms, k.end_ms) for k in t.tokens])
+
+
+asyncio.run(main())
+EOF
+if [ -f "$root/model_repository/asr/1/fixture_clips.npz" ]; then
+  echo
+  echo "=== Python: a training clip of the dev ASR fixture sent to 'asr' ==="
+  sed 's/^/    /' "$work/asr_example.py"
+  echo "--- output:"
+  "$PY" "$work/asr_example.py"
+fi
+
 # --- example 2: curl, KServe v2 JSON over HTTP ------------------------------------------------------
 batched=$(curl -s "localhost:$HTTP_PORT/v2/models/$VAD_MODEL/config" |
   "$PY" -c 'import json, sys; print(int(json.load(sys.stdin).get("max_batch_size", 0)) > 0)')
