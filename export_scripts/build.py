@@ -250,7 +250,7 @@ def _module_file(module: str) -> Path:
 def _code_files(art: Artifact, exporter: bool = True) -> list[Path]:
     """The code an artifact's export depends on: a change to any of it invalidates the cache.
     ``exporter=False``: the code of its dev model alone (an exporter change keeps trained dev models)."""
-    modules = ["export_scripts.common", *art.code]
+    modules = ["export_scripts.common", "export_scripts.hub", *art.code]
     if exporter:
         modules.append(art.exporter)
     if art.dev_builder:

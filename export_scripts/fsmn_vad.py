@@ -51,6 +51,7 @@ from export_scripts.common import (
     sha256_file,
     staging_dir,
 )
+from export_scripts.hub import load_config, source_model_id
 
 ONNX_NAME = "fsmn_vad.onnx"
 INPUT_NAMES = ["speech", "in_cache0", "in_cache1", "in_cache2", "in_cache3"]
@@ -71,24 +72,6 @@ def _quiet_import_funasr():
         from funasr.frontends.wav_frontend import WavFrontend
         from funasr.register import tables
     return funasr, fsmn_encoder, WavFrontend, tables
-
-
-def load_config(model_dir: Path) -> dict:
-    import yaml
-
-    with open(model_dir / "config.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
-
-
-def source_model_id(model_dir: Path) -> str:
-    conf = model_dir / "configuration.json"
-    if conf.is_file():
-        try:
-            meta = json.loads(conf.read_text(encoding="utf-8"))
-            return meta.get("model_name_in_hub", {}).get("ms") or FSMN_VAD_MODEL_ID
-        except (ValueError, AttributeError):
-            pass
-    return FSMN_VAD_MODEL_ID
 
 
 def build_encoder(model_dir: Path, config: dict):
@@ -372,7 +355,7 @@ def export(model_dir: Path, out_dir: Path, tolerance: float, opset: int, wav: Pa
         }
         meta = {
             "artifact": "fsmn_vad",
-            "source_model_id": source_model_id(model_dir),
+            "source_model_id": source_model_id(model_dir, FSMN_VAD_MODEL_ID),
             "source_files_sha256": sources,
             "onnx": {
                 "file": ONNX_NAME,

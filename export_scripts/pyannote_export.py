@@ -42,6 +42,7 @@ from pathlib import Path
 os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
 
 from export_scripts.common import sha256_file, staging_dir  # noqa: E402
+from export_scripts.hub import load_config
 
 SOURCE_FILES = (
     "config.yaml",
@@ -75,12 +76,6 @@ class ParityError(RuntimeError):
 
 def _quiet():
     warnings.filterwarnings("ignore")
-
-
-def load_config(model_dir: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load((Path(model_dir) / "config.yaml").read_text(encoding="utf-8"))
 
 
 def load_models(model_dir: Path):

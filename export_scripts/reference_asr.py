@@ -41,19 +41,9 @@ import json
 import sys
 from pathlib import Path
 
+from export_scripts.hub import load_wav
+
 LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko", "nospeech")
-
-
-def load_wav(path: Path):
-    import numpy as np
-    import soundfile as sf
-
-    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    if sr != 16000:
-        raise SystemExit(f"{path}: sample rate {sr}, expected 16000 (resample first, e.g. with sox)")
-    if audio.shape[1] != 1:
-        raise SystemExit(f"{path}: {audio.shape[1]} channels, expected mono")
-    return np.ascontiguousarray(audio[:, 0])
 
 
 def build_model(model_dir: Path):

@@ -48,6 +48,7 @@ import sys
 from pathlib import Path
 
 from export_scripts.common import missing_files, sha256_file, staging_dir
+from export_scripts.hub import load_config, source_model_id
 
 MODEL_ID = "iic/SenseVoiceSmall"
 BPE_NAME = "chn_jpn_yue_eng_ko_spectok.bpe.model"
@@ -75,24 +76,6 @@ def _quiet_funasr():
         from funasr.frontends.wav_frontend import WavFrontend
         from funasr.register import tables
     return funasr, WavFrontend, tables
-
-
-def load_config(model_dir: Path) -> dict:
-    import yaml
-
-    with open(model_dir / "config.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
-
-
-def source_model_id(model_dir: Path) -> str:
-    conf = model_dir / "configuration.json"
-    if conf.is_file():
-        try:
-            meta = json.loads(conf.read_text(encoding="utf-8"))
-            return meta.get("model_name_in_hub", {}).get("ms") or MODEL_ID
-        except (ValueError, AttributeError):
-            pass
-    return MODEL_ID
 
 
 def build_model(model_dir: Path, config: dict, vocab_size: int):
@@ -471,7 +454,7 @@ def export(
         dev_meta = model_dir / "dev_meta.json"
         meta = {
             "artifact": "sensevoice",
-            "source_model_id": source_model_id(model_dir),
+            "source_model_id": source_model_id(model_dir, MODEL_ID),
             "source_dir": str(model_dir),
             "dev_model": json.loads(dev_meta.read_text()) if dev_meta.is_file() else None,
             "source_files_sha256": sources,
