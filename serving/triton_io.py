@@ -84,6 +84,24 @@ def waveform_input(request, name: str, max_seconds: float, sample_rate: int, all
     return data
 
 
+def window_input(request, name: str, samples: int) -> np.ndarray:
+    """One request's fixed-length window as ``[1, samples]`` float32, validated."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise RequestError(f"input {name} is missing")
+    data = tensor.as_numpy()
+    if data.dtype != np.float32:
+        raise RequestError(f"{name} must be FP32 samples in [-1, 1], got {data.dtype}")
+    if data.size != samples:
+        raise RequestError(
+            f"{name} must be one 10 s window of 16 kHz audio, [1, {samples}] "
+            f"(pad the last window with zeros); got shape {list(data.shape)}"
+        )
+    if not np.isfinite(data).all():
+        raise RequestError(f"{name} contains NaN or infinite samples")
+    return data.reshape(1, samples)
+
+
 def optional_int(request, name: str, default: int | None, low: int, high: int) -> int | None:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:

@@ -9,25 +9,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from serving.diarization import EmbeddingNetwork
-from serving.triton_io import BatchSizeMetric, ModelContext, RequestError, error_response
+from serving.triton_io import BatchSizeMetric, ModelContext, RequestError, error_response, window_input
 from speechlib.interfaces import SpeakerEmbedding
-
-
-def window_input(request, name):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        raise RequestError(f"input {name} is missing")
-    data = tensor.as_numpy()
-    if data.dtype != np.float32:
-        raise RequestError(f"{name} must be FP32 samples in [-1, 1], got {data.dtype}")
-    if data.size != SpeakerEmbedding.WINDOW_SAMPLES:
-        raise RequestError(
-            f"{name} must be one 10 s window of 16 kHz audio, [1, {SpeakerEmbedding.WINDOW_SAMPLES}] "
-            f"(pad the last window with zeros); got shape {list(data.shape)}"
-        )
-    if not np.isfinite(data).all():
-        raise RequestError(f"{name} contains NaN or infinite samples")
-    return data.reshape(1, SpeakerEmbedding.WINDOW_SAMPLES)
 
 
 def masks_input(request, name):
@@ -73,7 +56,7 @@ class TritonPythonModel:
         windows, masks, index = [], [], []
         for i, request in enumerate(requests):
             try:
-                windows.append(window_input(request, SpeakerEmbedding.WAVEFORM))
+                windows.append(window_input(request, SpeakerEmbedding.WAVEFORM, SpeakerEmbedding.WINDOW_SAMPLES))
                 masks.append(masks_input(request, SpeakerEmbedding.MASKS))
                 index.append(i)
             except RequestError as exc:
