@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Cut what the GPU check (bench/gpu/asr_gpu_check.py) carries to the GPU machine, which has no network
-# and no tritonserver: a compressed tritonserver tree from the nvidia-pytriton wheel (Python backend,
-# the backend stub for ONE Python version) and the numpy<2 wheel for that Python (the stub breaks
-# silently on numpy 2, see shared/docs/PLATFORM.md).
+# Cut what the GPU checks (bench/gpu/asr_gpu_check.py, diarization_gpu_check.py) carry to the GPU
+# machine, which has no network and no tritonserver: a compressed tritonserver tree from the
+# nvidia-pytriton wheel (Python backend, the backend stub for ONE Python version) and the numpy<2
+# wheel for that Python (the stub breaks silently on numpy 2, see shared/docs/PLATFORM.md).
 #
 #   bench/gpu/make_bundle.sh [PYTHON_VERSION] [OUT_DIR]      # defaults: 3.12 .gpu-bundle
 #
@@ -27,7 +27,7 @@ case "$OUT" in
   "$REPO"/*)
     rel="/${OUT#"$REPO"/}/"
     exclude="$REPO/.git/info/exclude"
-    for pattern in "$rel" "/gpu-out/"; do  # gpu-out: asr_gpu_check.py's default output folder
+    for pattern in "$rel" "/gpu-out/"; do  # gpu-out: the checks' default output folder
       if [ -d "$REPO/.git" ] && ! grep -qxF "$pattern" "$exclude" 2>/dev/null; then
         mkdir -p "$(dirname "$exclude")" && echo "$pattern" >>"$exclude"
       fi

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.gpu.common import BatchedTritonModel, torch_dtype
+
 SAMPLE_RATE = 16000
 FRAME_LENGTH = 400
 FRAME_SHIFT = 160
@@ -60,16 +62,31 @@ def mel_matrix(device, dtype=torch.float32) -> torch.Tensor:
     return w.to(device=device, dtype=dtype)
 
 
+def hamming_window(device=None) -> torch.Tensor:
+    """Kaldi's (symmetric) Hamming window of one 25 ms frame."""
+    n = torch.arange(FRAME_LENGTH, dtype=torch.float64)
+    return (0.54 - 0.46 * torch.cos(2 * math.pi * n / (FRAME_LENGTH - 1))).float().to(device)
+
+
+def kaldi_log_mel(x: torch.Tensor, window: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+    """Kaldi fbank of waveforms ``[B, N]`` in [-1, 1] (scaled to 16-bit range, snip_edges, DC removal,
+    pre-emphasis 0.97, ``window``, 512-point power spectrum, log ``mel`` with FLT_EPSILON floor) ->
+    ``[B, F, 80]``, F = (N - 400) // 160 + 1. Shared by SenseVoice and WeSpeaker (pyannote_torch)."""
+    frames = (x * PCM_SCALE).unfold(1, FRAME_LENGTH, FRAME_SHIFT)  # [B, F, 400]
+    frames = frames - frames.mean(-1, keepdim=True)
+    prev = torch.cat([frames[..., :1], frames[..., :-1]], -1)
+    frames = (frames - 0.97 * prev) * window
+    spec = torch.fft.rfft(frames, n=N_FFT).abs().pow(2)  # [B, F, 257]
+    return torch.log(torch.clamp(spec @ mel, min=torch.finfo(torch.float32).eps))
+
+
 class Frontend(nn.Module):
     """Batched kaldi fbank (snip_edges, DC removal, pre-emphasis 0.97, Hamming, 512-point power
     spectrum, log mel with FLT_EPSILON floor) -> LFR 7/6 (FunASR's edge padding) -> CMVN."""
 
     def __init__(self, cmvn: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
-        n = torch.arange(FRAME_LENGTH, dtype=torch.float64)
-        self.register_buffer(
-            "window", (0.54 - 0.46 * torch.cos(2 * math.pi * n / (FRAME_LENGTH - 1))).float()
-        )
+        self.register_buffer("window", hamming_window())
         self.register_buffer("mel", mel_matrix("cpu"))
         shift, scale = cmvn if cmvn is not None else (np.zeros(N_MELS * LFR_M), np.ones(N_MELS * LFR_M))
         self.register_buffer("shift", torch.as_tensor(np.asarray(shift), dtype=torch.float32))
@@ -86,12 +103,7 @@ class Frontend(nn.Module):
         x = torch.zeros(len(waves), longest, device=dev)
         for i, w in enumerate(waves):
             x[i, : w.numel()] = w
-        frames = (x * PCM_SCALE).unfold(1, FRAME_LENGTH, FRAME_SHIFT)  # [B, F, 400]
-        frames = frames - frames.mean(-1, keepdim=True)
-        prev = torch.cat([frames[..., :1], frames[..., :-1]], -1)
-        frames = (frames - 0.97 * prev) * self.window
-        spec = torch.fft.rfft(frames, n=N_FFT).abs().pow(2)  # [B, F, 257]
-        fb = torch.log(torch.clamp(spec @ self.mel, min=torch.finfo(torch.float32).eps))  # [B, F, 80]
+        fb = kaldi_log_mel(x, self.window, self.mel)  # [B, F, 80]
         lengths = torch.tensor([math.ceil(n / LFR_N) for n in n_frames], device=dev)
         t_lfr = int(lengths.max())
         half = (LFR_M - 1) // 2
@@ -252,12 +264,7 @@ class Recognizer:
         self, encoder_conf: dict, seed: int, blank_bias: float, device: str, precision: str = "fp32"
     ):
         self.device = device
-        if precision == "tf32":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-            precision
-        ]
+        dtype = torch_dtype(precision)
         self.frontend = Frontend().to(device)
         self.model = build(encoder_conf, seed, blank_bias, device, dtype)
         self.params = sum(p.numel() for p in self.model.parameters())
@@ -280,59 +287,30 @@ class Recognizer:
 # -- Triton Python backend ---------------------------------------------------------------------------
 
 
-class TritonPythonModel:
+class TritonPythonModel(BatchedTritonModel):
     """``asr_gpu``: parameters ``device`` (cuda|cpu), ``variant`` (full|tiny), ``seed``, ``precision``."""
 
-    def initialize(self, args):
-        import json
-
-        import triton_python_backend_utils as pb_utils
-
+    def build(self, variant, seed, device, precision):
         from export_scripts.sensevoice_dev import BLANK_BIAS, ENCODERS
-        from serving.triton_io import BatchSizeMetric
 
-        self.pb = pb_utils
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.metric = BatchSizeMetric(config["name"])
-        self.recognizer = Recognizer(
-            ENCODERS[params.get("variant", "full")],
-            int(params.get("seed", "0")),
-            BLANK_BIAS,
-            params.get("device", "cuda"),
-            params.get("precision", "fp32"),
-        )
+        self.recognizer = Recognizer(ENCODERS[variant], seed, BLANK_BIAS, device, precision)
         rng = np.random.default_rng(0)
         for n in (1, 8):  # warm-up: kernels, allocator
             self.recognizer([rng.normal(0, 0.1, SAMPLE_RATE * 5).astype(np.float32) for _ in range(n)])
 
-    def execute(self, requests):
-        pb = self.pb
-        waves, index, responses = [], [], [None] * len(requests)
-        for i, request in enumerate(requests):
-            data = pb.get_input_tensor_by_name(request, "WAVEFORM").as_numpy().reshape(-1)
-            if data.size < FRAME_LENGTH:
-                responses[i] = pb.InferenceResponse(
-                    output_tensors=[], error=pb.TritonError("WAVEFORM needs at least 400 samples")
-                )
-                continue
-            waves.append(data)
-            index.append(i)
-        if waves:
-            try:
-                results, frames = self.recognizer(waves, with_frames=True)
-                self.metric.observe(len(waves))
-            except Exception as exc:  # noqa: BLE001 - fail these requests, never the stub
-                results, frames = [exc] * len(waves), [0] * len(waves)
-            for i, ids, nf in zip(index, results, frames, strict=True):
-                if isinstance(ids, Exception):
-                    responses[i] = pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(ids)))
-                    continue
-                responses[i] = pb.InferenceResponse(
-                    output_tensors=[
-                        pb.Tensor("TOKEN_IDS", ids.reshape(1, -1)),
-                        pb.Tensor("NUM_TOKENS", np.array([[ids.size]], np.int32)),
-                        pb.Tensor("NUM_FRAMES", np.array([[nf]], np.int32)),
-                    ]
-                )
-        return responses
+    def parse(self, request):
+        data = self.pb.get_input_tensor_by_name(request, "WAVEFORM").as_numpy().reshape(-1)
+        if data.size < FRAME_LENGTH:
+            raise self.io.RequestError("WAVEFORM needs at least 400 samples")
+        return data
+
+    def run(self, waves):
+        results, frames = self.recognizer(waves, with_frames=True)
+        return [
+            {
+                "TOKEN_IDS": ids,
+                "NUM_TOKENS": np.array([ids.size], np.int32),
+                "NUM_FRAMES": np.array([nf], np.int32),
+            }
+            for ids, nf in zip(results, frames, strict=True)
+        ]
