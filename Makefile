@@ -7,7 +7,7 @@ SERVE_PY := .envs/serve/bin/python
 EXPORT_PY := .envs/export/bin/python
 export INTRASCRIBE_CACHE ?= $(HOME)/.cache/intrascribe
 
-.PHONY: help env-serve env-export envs models download-models export-real triton run test test-quick lint
+.PHONY: help system-deps env-serve env-export envs models download-models export-real triton run test test-quick lint
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,7 +20,10 @@ env-export: ## export environment: torch (CPU), funasr, pyannote.audio 4, onnx; 
 
 envs: env-serve env-export ## both environments
 
-models: env-serve ## build dev models into model_repository/ (cached by content hash; builds export env on a miss)
+system-deps: ## espeak-ng, sox, ffmpeg via apt-get when missing (the dev fixtures and tests need them)
+	@scripts/system_deps.sh
+
+models: system-deps env-serve ## build dev models into model_repository/ (cached by content hash; builds export env on a miss)
 	@$(SERVE_PY) -m export_scripts.build dev
 
 download-models: env-export ## download the real models from ModelScope / Hugging Face into models/ (needs network)

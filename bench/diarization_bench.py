@@ -1,7 +1,7 @@
 """Our Triton diarization vs pyannote.audio's own pipeline: same weights, same audio, same threads.
 
     .envs/serve/bin/python bench/diarization_bench.py [--artifact pyannote_full] [--minutes 5]
-                                                      [--threads 2] [--repeats 3] [--cpu]
+        [--threads 2] [--repeats 3] [--cpu] [--latency 20] [--memory-hours 1,4] [--skip-speed]
 
 * Audio: ``--minutes`` of synthetic meetings (tests/meetings.py) tiled with random gains, or ``--wav``.
 * Ours: a tritonserver with only ``segmentation`` + ``speaker_embedding`` (the artifact's export),
@@ -11,8 +11,12 @@
   environment, ``torch.set_num_threads(--threads)`` (this file re-runs itself there with
   ``--pyannote-worker``).
 * Each side: one warm-up on 30 s, then the median of ``--repeats`` runs. Printed: seconds, real-time
-  factor, speed ratio, and the DER between the two outputs (regular and exclusive; frame-based,
-  ``tests.test_diarization_triton.frame_der``).
+  factor, speed ratio, the DER between the two outputs (regular and exclusive; frame-based,
+  ``tests.test_diarization_triton.frame_der``) and peak RSS (ours: every process, sampled every
+  100 ms by tests/memory.py; pyannote: its process's maximum RSS).
+* ``--latency N``: N calls of a 60 s clip end to end (client + Triton), p50/p95.
+* ``--memory-hours``: one run per length of tiled audio, peak RSS of tritonserver, each stub and
+  the client. ``--skip-speed`` leaves out the comparison (e.g. memory runs with a smaller model).
 
 ``--cpu`` (the default on this machine) keeps both sides on the CPU; without it, pyannote runs on CUDA
 when torch sees a GPU and our models use ``configs/gpu.pbtxt`` — the same script dry-runs anywhere.
@@ -25,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,6 +83,7 @@ def pyannote_worker(args: argparse.Namespace) -> int:
         "seconds": float(len(audio) / SAMPLE_RATE),
         "device": str(next(pipeline._segmentation.model.parameters()).device),
         "numpy": np.__version__,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     Path(args.result).write_text(json.dumps(result))
     return 0
@@ -104,43 +110,88 @@ def make_audio(path: Path, minutes: float, seed: int = 0) -> Path:
     import numpy as np
 
     from inference_client import load_wav
+    from tests.audio import shuffled_tiling
     from tests.meetings import synthetic_meeting
-    from tests.test_diarization_triton import write_tiled_wav
 
     sources = [load_wav(synthetic_meeting(n, seconds=60.0, seed=200 + n)[0]) for n in (2, 3, 4)]
     rng = np.random.default_rng(seed)
-    return write_tiled_wav(path, sources, minutes * 60, seed=int(rng.integers(1 << 30)))
+    return shuffled_tiling(path, sources, minutes * 60, seed=int(rng.integers(1 << 30)))
 
 
-def run_ours(export_dir: Path, wav: Path, repeats: int, config_name: str | None, work: Path) -> dict:
+def run_ours(
+    export_dir: Path,
+    wav: Path | None,
+    repeats: int,
+    config_name: str | None,
+    work: Path,
+    latency_calls: int = 0,
+    memory_hours: tuple[float, ...] = (),
+) -> dict:
+    """Our side: ``repeats`` timed runs on ``wav`` (after a 30 s warm-up), then ``latency_calls``
+    end-to-end calls on a 60 s clip, then one run per ``memory_hours`` tiled file with the peak RSS of
+    every process sampled (tests/memory.py)."""
+    import numpy as np
+
     from inference_client import TritonClient, load_wav
     from inference_client.diarization import DiarizationClient, PipelineSettings
     from serving.launcher import TritonServer
-    from tests.test_diarization_triton import as_tuples, diarization_repository, wav_chunks
+    from tests.audio import wav_chunks
+    from tests.memory import PeakRSS
+    from tests.test_diarization_triton import as_tuples, diarization_repository
 
     repo = diarization_repository(work / "repo", export_dir)
     settings = PipelineSettings.from_dir(export_dir)
-    warm = load_wav(wav)[: 30 * SAMPLE_RATE]
-    times, result = [], None
+    out: dict = {}
     with TritonServer(repo, config_name=config_name) as server:
 
         async def once(audio):
             async with TritonClient(server.ports.grpc_url) as client:
                 t = time.perf_counter()
-                out = await DiarizationClient(client, settings).diarize(audio)
-                return time.perf_counter() - t, out
+                res = await DiarizationClient(client, settings).diarize(audio, clip_to_audio=False)
+                return time.perf_counter() - t, res
 
-        asyncio.run(once(warm))
-        for _ in range(repeats):
-            dt, result = asyncio.run(once(wav_chunks(wav)))
-            times.append(dt)
-    return {
-        "times": times,
-        "turns": as_tuples(result.turns),
-        "exclusive_turns": as_tuples(result.exclusive_turns),
-        "timings": result.timings,
-        "seconds": result.duration_s,
-    }
+        clip = (
+            load_wav(wav)[: 60 * SAMPLE_RATE]
+            if wav is not None
+            else load_wav(make_audio(work / "clip.wav", 1.0))
+        )
+        asyncio.run(once(clip[: 30 * SAMPLE_RATE]))
+        if wav is not None and repeats:
+            times, result = [], None
+            for _ in range(repeats):
+                with PeakRSS(server.process.pid) as rss:
+                    dt, result = asyncio.run(once(wav_chunks(wav)))
+                times.append(dt)
+                print(f"  ours: {dt:.2f} s", flush=True)
+            out.update(
+                times=times,
+                turns=as_tuples(result.turns),
+                exclusive_turns=as_tuples(result.exclusive_turns),
+                timings=result.timings,
+                seconds=result.duration_s,
+                peak_rss_mib=rss.mib(),
+            )
+        if latency_calls:
+            lat = [asyncio.run(once(clip))[0] for _ in range(latency_calls)]
+            out["latency_60s"] = {
+                "calls": latency_calls,
+                "p50": float(np.percentile(lat, 50)),
+                "p95": float(np.percentile(lat, 95)),
+            }
+            print(
+                f"  60 s clip: p50 {out['latency_60s']['p50']:.2f} s, p95 {out['latency_60s']['p95']:.2f} s"
+            )
+        memory = {}
+        for hours in memory_hours:
+            path = make_audio(work / f"{hours:g}h.wav", hours * 60, seed=int(hours * 100))
+            with PeakRSS(server.process.pid) as rss:
+                dt, res = asyncio.run(once(wav_chunks(path)))
+            memory[f"{hours:g} h"] = {"seconds": dt, "peak_rss_mib": rss.mib(), "speakers": len(res.speakers)}
+            print(f"  {hours:g} h: {dt:.0f} s, peak RSS (MiB) {rss.mib()}", flush=True)
+            path.unlink()
+        if memory:
+            out["memory"] = memory
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cpu", action="store_true", help="both sides on the CPU (the dry run of the GPU check)")
     p.add_argument("--skip-pyannote", action="store_true")
+    p.add_argument(
+        "--skip-speed", action="store_true", help="no speed comparison (only --latency / --memory-hours)"
+    )
+    p.add_argument(
+        "--latency", type=int, default=0, metavar="N", help="also N end-to-end calls on a 60 s clip"
+    )
+    p.add_argument(
+        "--memory-hours",
+        default="",
+        help="comma-separated hours of tiled audio: peak RSS of every process for each (e.g. 1,4)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     # internal: the pyannote half, run with the export environment's Python
     p.add_argument("--pyannote-worker", action="store_true", help=argparse.SUPPRESS)
@@ -168,12 +230,21 @@ def main(argv: list[str] | None = None) -> int:
     from tests.test_diarization_triton import frame_der
 
     export_dir, source = export_folders(args.artifact)
+    hours = tuple(float(h) for h in args.memory_hours.split(",") if h)
     with tempfile.TemporaryDirectory(prefix="diarization-bench-") as tmp:
         work = Path(tmp)
-        wav = args.wav or make_audio(work / "meeting.wav", args.minutes)
-        ours = run_ours(export_dir, wav, args.repeats, None if args.cpu else "gpu", work)
+        wav = None if args.skip_speed else (args.wav or make_audio(work / "meeting.wav", args.minutes))
+        ours = run_ours(
+            export_dir,
+            wav,
+            0 if args.skip_speed else args.repeats,
+            None if args.cpu else "gpu",
+            work,
+            latency_calls=args.latency,
+            memory_hours=hours,
+        )
         theirs = None
-        if not args.skip_pyannote:
+        if wav is not None and not args.skip_pyannote:
             cmd = [
                 str(EXPORT_PYTHON),
                 str(Path(__file__).resolve()),
@@ -187,21 +258,30 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(cmd, check=True, cwd=REPO_ROOT, env=env)
             theirs = json.loads((work / "pyannote.json").read_text())
 
-    seconds = ours["seconds"]
-    ours_t = statistics.median(ours["times"])
-    print(
-        f"audio: {seconds / 60:.1f} min; artifact {args.artifact}; {args.threads} threads; median of {args.repeats}"
-    )
-    print(f"ours (Triton):  {ours_t:8.2f} s  RTF {ours_t / seconds:.3f}  {ours['timings']}")
-    results = {"seconds": seconds, "ours": ours["times"], "artifact": args.artifact, "threads": args.threads}
+    results = {"artifact": args.artifact, "threads": args.threads, **ours}
+    if "times" in ours:
+        seconds = ours["seconds"]
+        ours_t = statistics.median(ours["times"])
+        print(
+            f"audio: {seconds / 60:.1f} min; artifact {args.artifact}; {args.threads} threads; median of {args.repeats}"
+        )
+        print(f"ours (Triton):  {ours_t:8.2f} s  RTF {ours_t / seconds:.3f}  {ours['timings']}")
+        print(f"ours peak RSS (MiB): {ours['peak_rss_mib']}")
     if theirs is not None:
         theirs_t = statistics.median(theirs["times"])
         der = frame_der(theirs["turns"], ours["turns"])
         der_x = frame_der(theirs["exclusive_turns"], ours["exclusive_turns"])
         print(f"pyannote:       {theirs_t:8.2f} s  RTF {theirs_t / seconds:.3f}  ({theirs['device']})")
+        print(f"pyannote peak RSS: {theirs['peak_rss_mib']:.0f} MiB")
         print(f"speed ratio:    {theirs_t / ours_t:.2f}x")
         print(f"DER between outputs: regular {der:.2%}, exclusive {der_x:.2%}")
-        results.update(pyannote=theirs["times"], ratio=theirs_t / ours_t, der=der, der_exclusive=der_x)
+        results.update(
+            pyannote=theirs["times"],
+            pyannote_peak_rss_mib=theirs["peak_rss_mib"],
+            ratio=theirs_t / ours_t,
+            der=der,
+            der_exclusive=der_x,
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -173,8 +173,13 @@ ARTIFACTS: tuple[Artifact, ...] = (
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4", "--torchscript"),
         files=(
-            "model.onnx", "model.ts", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model",
-            "tokens.json", "export_meta.json",
+            "model.onnx",
+            "model.ts",
+            "am.mvn",
+            "config.yaml",
+            "chn_jpn_yue_eng_ko_spectok.bpe.model",
+            "tokens.json",
+            "export_meta.json",
         ),
         models=(),
         dev_builder="export_scripts.sensevoice_dev",
@@ -183,13 +188,25 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact(
         name="sensevoice_fixture",  # trained on espeak-ng clips it transcribes exactly: make models' asr
         sources={},
-        source_files=("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model", "fixture_clips.npz"),
+        source_files=(
+            "model.pt",
+            "config.yaml",
+            "am.mvn",
+            "chn_jpn_yue_eng_ko_spectok.bpe.model",
+            "fixture_clips.npz",
+        ),
         optional_source_files=("configuration.json", "dev_meta.json"),
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4", "--torchscript"),
         files=(
-            "model.onnx", "model.ts", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model",
-            "tokens.json", "export_meta.json", "fixture_clips.npz",
+            "model.onnx",
+            "model.ts",
+            "am.mvn",
+            "config.yaml",
+            "chn_jpn_yue_eng_ko_spectok.bpe.model",
+            "tokens.json",
+            "export_meta.json",
+            "fixture_clips.npz",
         ),
         models=("asr",),
         dev_builder="export_scripts.sensevoice_dev",
@@ -202,7 +219,14 @@ ARTIFACTS: tuple[Artifact, ...] = (
         optional_source_files=("configuration.json", "dev_meta.json"),
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4"),
-        files=("model.onnx", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model", "tokens.json", "export_meta.json"),
+        files=(
+            "model.onnx",
+            "am.mvn",
+            "config.yaml",
+            "chn_jpn_yue_eng_ko_spectok.bpe.model",
+            "tokens.json",
+            "export_meta.json",
+        ),
         models=(),
         dev_builder="export_scripts.sensevoice_dev",
         dev_builder_args=("--variant", "full"),
@@ -212,21 +236,34 @@ ARTIFACTS: tuple[Artifact, ...] = (
         name="sensevoice",  # the real iic/SenseVoiceSmall from `make download-models`
         sources={
             "real": _real_dir(
-                "SenseVoiceSmall", ("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model")
+                "SenseVoiceSmall",
+                ("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
             )
         },
         source_files=("model.pt", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
         optional_source_files=("configuration.json",),
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4"),
-        files=("model.onnx", "am.mvn", "config.yaml", "chn_jpn_yue_eng_ko_spectok.bpe.model", "tokens.json", "export_meta.json"),
+        files=(
+            "model.onnx",
+            "am.mvn",
+            "config.yaml",
+            "chn_jpn_yue_eng_ko_spectok.bpe.model",
+            "tokens.json",
+            "export_meta.json",
+        ),
         models=("asr",),
         code=("export_scripts.sensevoice_dev",),
     ),
     # --- diarization (pyannote) artifacts ---
     PYANNOTE_SMALL,
     dataclasses.replace(
-        PYANNOTE_SMALL, name="pyannote_full", sources={}, models=(), dev_builder_args=("--variant", "full"), default=False
+        PYANNOTE_SMALL,
+        name="pyannote_full",
+        sources={},
+        models=(),
+        dev_builder_args=("--variant", "full"),
+        default=False,
     ),
     dataclasses.replace(
         PYANNOTE_SMALL,
@@ -297,7 +334,9 @@ def dev_source(art: Artifact, cache_dir: Path, cache_only: bool = False) -> Path
     return target
 
 
-def artifact_dir(name: str, mode: str = "dev", cache_dir: Path | None = None, cache_only: bool = False) -> Path:
+def artifact_dir(
+    name: str, mode: str = "dev", cache_dir: Path | None = None, cache_only: bool = False
+) -> Path:
     """The cached export folder of artifact ``name`` (built on a miss); for tests and benchmarks."""
     art = next(a for a in ARTIFACTS if a.name == name)
     cache_dir = (cache_dir or default_cache_root() / "models").expanduser().resolve()
@@ -317,13 +356,18 @@ def _run_staged(cmd: list[str], target: Path, check: Callable[[Path], object]) -
     ``check`` validate the result, then move it to ``target`` atomically; nothing is left on failure."""
     # The tools' output (FunASR prints to stdout) goes to our stderr: stdout stays one line/artifact.
     subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts" / "ensure_env.sh"), "export"], check=True, stdout=sys.stderr, cwd=REPO_ROOT
+        ["bash", str(REPO_ROOT / "scripts" / "ensure_env.sh"), "export"],
+        check=True,
+        stdout=sys.stderr,
+        cwd=REPO_ROOT,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         out = tmp / "out"
-        subprocess.run([str(out) if c == "{out}" else c for c in cmd], check=True, stdout=sys.stderr, cwd=REPO_ROOT)
+        subprocess.run(
+            [str(out) if c == "{out}" else c for c in cmd], check=True, stdout=sys.stderr, cwd=REPO_ROOT
+        )
         check(out)
         replace_dir(out, target)
     finally:
@@ -338,7 +382,16 @@ def run_export(art: Artifact, source: Path, target: Path) -> None:
         if missing:
             raise RuntimeError(f"{art.exporter} did not write {', '.join(missing)}")
 
-    cmd = [str(_export_python()), "-m", art.exporter, "--model-dir", str(source), "--out", "{out}", *art.extra_args]
+    cmd = [
+        str(_export_python()),
+        "-m",
+        art.exporter,
+        "--model-dir",
+        str(source),
+        "--out",
+        "{out}",
+        *art.extra_args,
+    ]
     _run_staged(cmd, target, check)
 
 

@@ -354,6 +354,40 @@ def fbank_options(emb) -> dict:
     }
 
 
+def _json_scalar(value):
+    """A tuned hyper-parameter as JSON: strings kept, integers as int, other numbers as float."""
+    import numbers
+
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value)
+
+
+def clustering_params(method: str, tuned: dict, pipeline) -> dict:
+    """params.json's ``clustering``: ``method`` is the pyannote class (``VBxClustering`` or
+    ``AgglomerativeClustering``), then its tuned hyper-parameters (VBx: threshold, Fa, Fb;
+    agglomerative: threshold, min_cluster_size, and its scipy linkage ``method`` stored as
+    ``linkage_method`` so that it cannot shadow the class name)."""
+    out: dict = {"method": method}
+    for key, value in tuned.items():
+        out["linkage_method" if key == "method" else key] = _json_scalar(value)
+    if method.startswith("Agglomerative"):
+        linkage = out.get("linkage_method", "centroid")
+        ahc = (
+            f"scipy linkage(method='{linkage}', metric='euclidean') on L2-normalised embeddings"
+            if linkage in ("centroid", "median", "ward")
+            else f"scipy linkage(method='{linkage}', metric='cosine')"
+        ) + ", fcluster distance, clusters under min_cluster_size merged into the nearest large one"
+    else:
+        ahc = "scipy linkage(method='centroid', metric='euclidean') on L2-normalised embeddings, fcluster distance"
+    out.update({"plda_lda_dimension": int(pipeline._plda.lda_dimension), "vbx_max_iters": 20, "ahc": ahc})
+    return out
+
+
 def pipeline_params(config: dict, seg, emb, pipeline) -> dict:
     import torch
     from pyannote.audio.utils.powerset import Powerset
@@ -393,13 +427,9 @@ def pipeline_params(config: dict, seg, emb, pipeline) -> dict:
             "batch_size": int(kw.get("embedding_batch_size", 1)),
             "metric": "cosine",
         },
-        "clustering": {
-            "method": str(kw.get("clustering", "VBxClustering")),
-            **{k: float(v) for k, v in inst["clustering"].items()},
-            "plda_lda_dimension": int(pipeline._plda.lda_dimension),
-            "vbx_max_iters": 20,
-            "ahc": "scipy linkage(method='centroid', metric='euclidean') on L2-normalised embeddings, fcluster distance",
-        },
+        "clustering": clustering_params(
+            str(kw.get("clustering", "VBxClustering")), inst["clustering"], pipeline
+        ),
         "pyannote_audio_config_params": config.get("params"),
     }
 

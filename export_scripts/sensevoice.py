@@ -170,7 +170,10 @@ def export_torchscript(model, path: Path, cases, tolerance: float) -> dict:
                 torch.as_tensor(lang, dtype=torch.int32),
                 torch.as_tensor(tn, dtype=torch.int32),
             )
-        diff = max(float(np.abs(ref[b, : int(ref_lens[b])] - got.numpy()[b, : int(ref_lens[b])]).max()) for b in range(len(n)))
+        diff = max(
+            float(np.abs(ref[b, : int(ref_lens[b])] - got.numpy()[b, : int(ref_lens[b])]).max())
+            for b in range(len(n))
+        )
         same_lens = bool(np.array_equal(np.asarray(ref_lens), got_lens.numpy()))
         checks[name] = {"max_abs_diff": diff, "encoder_out_lens_equal": same_lens}
         worst = max(worst, diff)
@@ -386,7 +389,12 @@ def tokens_list(bpe: Path) -> list[str]:
 
 
 def export(
-    model_dir: Path, out_dir: Path, tolerance: float, opset: int, wav: Path | None, int8: bool,
+    model_dir: Path,
+    out_dir: Path,
+    tolerance: float,
+    opset: int,
+    wav: Path | None,
+    int8: bool,
     torchscript: bool = False,
 ) -> dict:
     import numpy as np

@@ -9,7 +9,7 @@ window that keeps Triton's batches full, retries for transient failures, typed r
 See docs/interfaces.md for every model's tensors.
 """
 
-from inference_client.asr import ASRClient, Token, Transcript, TranscribedSegment
+from inference_client.asr import ASRClient, Token, TranscribedSegment, Transcript
 from inference_client.audio import load_wav
 from inference_client.client import DEFAULT_URL, ClientStats, RetryPolicy, TritonClient
 from inference_client.errors import (

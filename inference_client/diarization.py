@@ -34,7 +34,11 @@ from inference_client.client import TritonClient
 from inference_client.vad import validate_waveform
 from speechlib.diarization.aggregate import speaker_count
 from speechlib.diarization.clustering import (
+    AHC_METHOD,
+    AHC_MIN_CLUSTER_SIZE,
+    AHC_THRESHOLD,
     DEFAULT_MAX_EMBEDDINGS,
+    VBX_THRESHOLD,
     agglomerative_clustering,
     set_num_speakers,
     vbx_clustering,
@@ -54,6 +58,8 @@ __all__ = [
     "DiarizationResult",
     "PipelineSettings",
     "SpeakerTurn",
+    "WindowAnalysis",
+    "assemble_diarization",
 ]
 
 DEFAULT_PIPELINE_DIR = Path(__file__).resolve().parents[1] / "model_repository" / SpeakerEmbedding.NAME / "1"
@@ -73,6 +79,8 @@ class DiarizationResult(Diarization):
     num_windows: int = 0
     num_embeddings: int = 0  # (window, local speaker) embeddings the models computed
     subsampled: bool = False  # clustering ran on a time-stratified subsample (above the cap)
+    # (windows, local speakers) global cluster of each window's local speaker (-2: none), for diagnostics
+    hard_clusters: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds: inference, clustering
 
 
@@ -102,9 +110,11 @@ class PipelineSettings:
     min_num_samples: int = 400
     embedding_dimension: int = 256
     clustering: str = "vbx"
-    threshold: float = 0.6
+    threshold: float | None = None  # of ``clustering``; None: its default (VBx 0.6, agglomerative 0.7046)
     Fa: float = 0.07
     Fb: float = 0.8
+    ahc_method: str = AHC_METHOD  # agglomerative: scipy linkage method
+    min_cluster_size: int = AHC_MIN_CLUSTER_SIZE  # agglomerative: smaller clusters are merged
     lda_dimension: int = 128
     plda: PLDA | None = None
 
@@ -121,6 +131,7 @@ class PipelineSettings:
         p = json.loads(path.read_text())
         seg, emb, clu = p.get("segmentation", {}), p.get("embedding", {}), p.get("clustering", {})
         method = str(clu.get("method", "VBxClustering"))
+        threshold = clu.get("threshold")
         lda = int(clu.get("plda_lda_dimension", 128))
         plda = None
         if (directory / "plda.npz").is_file() and (directory / "xvec_transform.npz").is_file():
@@ -137,9 +148,11 @@ class PipelineSettings:
             min_num_samples=int(emb.get("min_num_samples", 400)),
             embedding_dimension=int(emb.get("dimension", 256)),
             clustering="agglomerative" if method.startswith("Agglomerative") else "vbx",
-            threshold=float(clu.get("threshold", 0.6)),
+            threshold=None if threshold is None else float(threshold),
             Fa=float(clu.get("Fa", 0.07)),
             Fb=float(clu.get("Fb", 0.8)),
+            ahc_method=str(clu.get("linkage_method", AHC_METHOD)),
+            min_cluster_size=int(clu.get("min_cluster_size", AHC_MIN_CLUSTER_SIZE)),
             lda_dimension=lda,
             plda=plda,
         )
@@ -165,6 +178,28 @@ class _WindowStore:
             binary[k] = self.binary.pop(k)
             emb[k] = self.embeddings.pop(k)
         return binary, emb
+
+
+@dataclass
+class WindowAnalysis:
+    """What the Triton models said about every window of one recording (:meth:`DiarizationClient.analyze`).
+
+    ``binary``: (windows, frames, local speakers) uint8 hard segmentation; ``embeddings``: (windows,
+    local speakers, D) float32, NaN rows where skipped; ``duration_s``: seconds of audio;
+    ``seconds``: wall time the analysis took.
+    """
+
+    binary: np.ndarray
+    embeddings: np.ndarray
+    settings: PipelineSettings
+    duration_s: float
+    seconds: float = 0.0
+
+    def assemble(self, **kwargs) -> DiarizationResult:
+        """Cluster and reconstruct: :func:`assemble_diarization` with this analysis (keyword
+        arguments as there: ``method``, ``num_speakers``, ``min_speakers``, ``max_speakers``,
+        ``max_embeddings``, ``clip_to_audio``)."""
+        return assemble_diarization(self.binary, self.embeddings, self.settings, self.duration_s, **kwargs)
 
 
 class DiarizationClient:
@@ -249,15 +284,28 @@ class DiarizationClient:
         turns that run into the last window's zero padding, exactly as pyannote reports them.
 
         Audio with no speech gives an empty diarization; empty audio raises ``ValueError``.
+        Same as :meth:`analyze` followed by :meth:`WindowAnalysis.assemble`.
         """
         _check_speaker_counts(num_speakers, min_speakers, max_speakers)
-        method = clustering or self.settings.clustering
-        if method not in CLUSTERING_METHODS:
-            raise ValueError(f"clustering must be one of {CLUSTERING_METHODS}, got {method!r}")
-        if method == "vbx" and self.settings.plda is None:
-            raise ValueError(
-                "VBx clustering needs the PLDA (plda.npz + xvec_transform.npz); use clustering='agglomerative'"
-            )
+        method = clustering_method(clustering, self.settings)  # fail before any Triton work
+        analysis = await self.analyze(audio, progress=progress)
+        t0 = time.perf_counter()
+        result = await asyncio.to_thread(
+            analysis.assemble,
+            method=method,
+            num_speakers=num_speakers,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+            max_embeddings=max_embeddings,
+            clip_to_audio=clip_to_audio,
+        )
+        result.timings = {"inference": analysis.seconds, "clustering": time.perf_counter() - t0}
+        return result
+
+    async def analyze(self, audio: Audio, *, progress: ProgressCallback | None = None) -> WindowAnalysis:
+        """The Triton part of :meth:`diarize`: every window's hard segmentation and embeddings
+        (a few KB per window), ready to be clustered — once, or several times with different
+        speaker counts, clustering methods or caps (:meth:`WindowAnalysis.assemble`)."""
         t0 = time.perf_counter()
         store = _WindowStore(
             self.settings.num_frames, self.settings.local_speakers, self.settings.embedding_dimension
@@ -337,23 +385,10 @@ class DiarizationClient:
             for task in list(pending):
                 task.cancel()
         await report(total / SAMPLE_RATE, final=True)
-        t_infer = time.perf_counter() - t0
         binary, embeddings = store.arrays(plan.num_windows)
-        result = await asyncio.to_thread(
-            assemble_diarization,
-            binary,
-            embeddings,
-            self.settings,
-            total / SAMPLE_RATE,
-            method=method,
-            num_speakers=num_speakers,
-            min_speakers=min_speakers,
-            max_speakers=max_speakers,
-            max_embeddings=max_embeddings,
-            clip_to_audio=clip_to_audio,
+        return WindowAnalysis(
+            binary, embeddings, self.settings, total / SAMPLE_RATE, time.perf_counter() - t0
         )
-        result.timings = {"inference": t_infer, "clustering": time.perf_counter() - t0 - t_infer}
-        return result
 
 
 def assemble_diarization(
@@ -362,7 +397,7 @@ def assemble_diarization(
     settings: PipelineSettings,
     duration_s: float,
     *,
-    method: str = "vbx",
+    method: str | None = None,
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
@@ -376,6 +411,8 @@ def assemble_diarization(
     ``clip_to_audio``: cut turns at the end of the audio (pyannote does not: its turns may run into
     the zero padding of the last window).
     """
+    _check_speaker_counts(num_speakers, min_speakers, max_speakers)
+    method = clustering_method(method, settings)
     num_windows, dim = binary.shape[0], embeddings.shape[-1]
     chunks = FrameGrid(start_s=0.0, step_s=settings.step_s, duration_s=settings.window_s)
     frames = segmentation_frames(SAMPLE_RATE)
@@ -390,18 +427,27 @@ def assemble_diarization(
         max_speakers=max_speakers,
         max_embeddings=max_embeddings,
     )
+    # params.json's threshold is its own method's; the other method (chosen per call) uses its default
+    threshold = settings.threshold if method == settings.clustering else None
     if method == "vbx":
         clusters = vbx_clustering(
             embeddings,
             binary,
             settings.plda,
-            threshold=settings.threshold,
+            threshold=VBX_THRESHOLD if threshold is None else threshold,
             Fa=settings.Fa,
             Fb=settings.Fb,
             **kw,
         )
     else:
-        clusters = agglomerative_clustering(embeddings, binary, **kw)
+        clusters = agglomerative_clustering(
+            embeddings,
+            binary,
+            threshold=AHC_THRESHOLD if threshold is None else threshold,
+            method=settings.ahc_method,
+            min_cluster_size=settings.min_cluster_size,
+            **kw,
+        )
     _, _, high = set_num_speakers(num_speakers, min_speakers, max_speakers)
     out = reconstruct(
         binary,
@@ -423,8 +469,21 @@ def assemble_diarization(
         clusters=out.clusters,
         centroids=out.centroids,
         subsampled=clusters.subsampled,
+        hard_clusters=clusters.hard_clusters,
         **info,
     )
+
+
+def clustering_method(clustering: str | None, settings: PipelineSettings) -> str:
+    """The clustering method to use (``clustering`` or the settings' default), checked."""
+    method = clustering or settings.clustering
+    if method not in CLUSTERING_METHODS:
+        raise ValueError(f"clustering must be one of {CLUSTERING_METHODS}, got {method!r}")
+    if method == "vbx" and settings.plda is None:
+        raise ValueError(
+            "VBx clustering needs the PLDA (plda.npz + xvec_transform.npz); use clustering='agglomerative'"
+        )
+    return method
 
 
 def _clip(turns: list[SpeakerTurn], end_s: float) -> list[SpeakerTurn]:

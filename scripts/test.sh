@@ -60,19 +60,7 @@ run_stage() {
   fi
 }
 
-stage_system() {
-  local missing=()
-  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
-  command -v sox >/dev/null || missing+=(sox)
-  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
-  if [ ${#missing[@]} -eq 0 ]; then
-    echo "espeak-ng, sox and ffmpeg are installed"
-    return 0
-  fi
-  echo "missing: ${missing[*]}; installing espeak-ng sox ffmpeg with apt-get"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng sox ffmpeg </dev/null
-}
+stage_system() { scripts/system_deps.sh; }
 
 wait_for() { # wait_for SECONDS COMMAND...: retry COMMAND every 0.5 s until it succeeds
   local deadline=$((SECONDS + $1))

@@ -186,6 +186,10 @@ def _as_windows(windows: np.ndarray) -> np.ndarray:
     return x
 
 
+def _warm_up_windows(n: int) -> np.ndarray:
+    return np.random.default_rng(0).normal(0, 0.1, (n, 1, Segmentation.WINDOW_SAMPLES)).astype(np.float32)
+
+
 class SegmentationNetwork:
     """segmentation-3.0 (or any pyannote powerset segmentation exported the same way)."""
 
@@ -205,6 +209,16 @@ class SegmentationNetwork:
         self.output_name = self.session.get_outputs()[0].name
         self.on_batch = on_batch
         self.max_batch = max_batch
+
+    def warm_up(self) -> None:
+        """One call at the largest batch this network runs (``max_batch``): onnxruntime's memory arena
+        grows to its high-water mark at load time instead of step by step while serving (memory then
+        stays flat however long the audio), and the first slow call is not a user's."""
+        on_batch, self.on_batch = self.on_batch, None
+        try:
+            self.scores(_warm_up_windows(self.max_batch))
+        finally:
+            self.on_batch = on_batch
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         """Powerset log-probabilities ``[B, 589, 7]`` of ``B`` 10 s windows ``[B, 1, 160000]``."""
@@ -242,6 +256,15 @@ class EmbeddingNetwork:
     @property
     def dimension(self) -> int:
         return self.head.dimension
+
+    def warm_up(self) -> None:
+        """One trunk call at ``max_batch`` windows (see :meth:`SegmentationNetwork.warm_up`)."""
+        on_batch, self.on_batch = self.on_batch, None
+        try:
+            windows = _warm_up_windows(self.max_batch)
+            self.embed(windows, [np.ones((3, Segmentation.NUM_FRAMES), np.float32)] * len(windows))
+        finally:
+            self.on_batch = on_batch
 
     def frame_features(self, windows: np.ndarray) -> np.ndarray:
         """Trunk output ``[B, C, T']`` for windows ``[B, 1, 160000]``."""

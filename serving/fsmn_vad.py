@@ -43,7 +43,9 @@ class FsmnVadNetwork:
         conf = yaml.safe_load((model_dir / "config.yaml").read_text())
         self.frontend = FrontendConfig.from_dict(conf["frontend_conf"])
         self.cmvn = load_cmvn(model_dir / "am.mvn")
-        self.vad_config = VadConfig.from_dict(conf["model_conf"], max_single_segment_time=MAX_SINGLE_SEGMENT_MS)
+        self.vad_config = VadConfig.from_dict(
+            conf["model_conf"], max_single_segment_time=MAX_SINGLE_SEGMENT_MS
+        )
         enc = conf["encoder_conf"]
         self.cache_shape = (int(enc["proj_dim"]), int(enc["lorder"]) - 1, 1)
         self.num_caches = int(enc["fsmn_layers"])

@@ -7,7 +7,9 @@ from pathlib import Path
 import onnxruntime as ort
 
 
-def create_session(path: str | Path, intra_op_threads: int = 1, device: str = "cpu", device_id: int = 0) -> ort.InferenceSession:
+def create_session(
+    path: str | Path, intra_op_threads: int = 1, device: str = "cpu", device_id: int = 0
+) -> ort.InferenceSession:
     """Open an ONNX model. ``device`` is ``cpu`` or ``cuda`` (the GPU config's instances).
 
     On CUDA, cuDNN's convolution algorithm search is set to DEFAULT: EXHAUSTIVE (the default) re-runs

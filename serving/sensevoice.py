@@ -182,7 +182,9 @@ class SenseVoice:
         feats = [self.features(w) for w in waveforms]
         logits: list[np.ndarray | None] = [None] * n
         for group in length_groups([f.shape[0] for f in feats], self.max_padding):
-            outs = self.logits([feats[i] for i in group], [langs[i] for i in group], [norms[i] for i in group])
+            outs = self.logits(
+                [feats[i] for i in group], [langs[i] for i in group], [norms[i] for i in group]
+            )
             for i, lg in zip(group, outs, strict=False):
                 logits[i] = lg
         return [decode_utterance(lg, self.vocab) for lg in logits]

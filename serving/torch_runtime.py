@@ -32,7 +32,9 @@ class TorchScriptModel:
             torch.set_num_threads(max(1, int(threads)))
             self.device = torch.device("cpu")
         if not Path(path).is_file():
-            raise RuntimeError(f"{path} not found: export with --torchscript (make models does for dev models)")
+            raise RuntimeError(
+                f"{path} not found: export with --torchscript (make models does for dev models)"
+            )
         self.module = torch.jit.load(str(path), map_location=self.device).eval()
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:

@@ -35,6 +35,16 @@ class ModelContext:
         return default if value in (None, "") else value
 
 
+def network_batch(ctx: ModelContext) -> int:
+    """Windows per network call: the ``network_batch`` parameter, at most (and by default) the
+    config's ``max_batch_size``. A dynamic batch larger than this runs in several calls."""
+    limit = int(ctx.config.get("max_batch_size", 0)) or 1
+    value = int(ctx.parameter("network_batch", str(limit)))
+    if value < 1:
+        raise ValueError(f"{ctx.name}: parameter network_batch must be >= 1, got {value}")
+    return min(value, limit)
+
+
 class BatchSizeMetric:
     """Histogram of the batch sizes a model actually passes to its network runtime."""
 
@@ -45,7 +55,9 @@ class BatchSizeMetric:
             description="Batch size passed to the network runtime (onnxruntime/torch) per call",
             kind=pb_utils.MetricFamily.HISTOGRAM,
         )
-        self.metric = self.family.Metric(labels={"model": model_name}, buckets=[float(b) for b in BATCH_SIZE_BUCKETS])
+        self.metric = self.family.Metric(
+            labels={"model": model_name}, buckets=[float(b) for b in BATCH_SIZE_BUCKETS]
+        )
 
     def observe(self, batch_size: int) -> None:
         self.metric.observe(float(batch_size))
@@ -58,7 +70,9 @@ def error_response(message: str, invalid_argument: bool = True) -> pb_utils.Infe
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
 
-def waveform_input(request, name: str, max_seconds: float, sample_rate: int, allow_empty: bool = False) -> np.ndarray:
+def waveform_input(
+    request, name: str, max_seconds: float, sample_rate: int, allow_empty: bool = False
+) -> np.ndarray:
     """One request's 1-D float32 waveform (the batch dim of 1 removed), validated."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:

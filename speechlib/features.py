@@ -165,7 +165,9 @@ class StreamingFeatures:
         return rows.astype(np.float32, copy=False)
 
 
-def lfr_cmvn(fbank: np.ndarray, lfr_m: int, lfr_n: int, cmvn: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def lfr_cmvn(
+    fbank: np.ndarray, lfr_m: int, lfr_n: int, cmvn: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
     """One-shot LFR stacking + CMVN of a whole utterance's fbank ``[T, n_mels]`` (FunASR's padding)."""
     T = fbank.shape[0]
     half = (lfr_m - 1) // 2

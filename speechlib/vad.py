@@ -14,8 +14,8 @@ segment times are integer milliseconds from the start of the stream, ``start = f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Iterable
 
 import numpy as np
 
@@ -116,9 +116,7 @@ class Endpointer:
         # window turned to silence (which itself needs speech_to_sil_time_thres).
         self.end_silence_threshold = end_sil - cfg.speech_to_sil_time_thres
         self.window = SpeechWindow(cfg)
-        self.latency = self.window.size + (
-            cfg.lookback_time_start_point // FRAME_MS if cfg.do_extend else 0
-        )
+        self.latency = self.window.size + (cfg.lookback_time_start_point // FRAME_MS if cfg.do_extend else 0)
         self.lookahead_frames = cfg.lookahead_time_end_point // FRAME_MS
         self.max_segment_frames = cfg.max_single_segment_time / FRAME_MS
         self.noise_db = -100.0
@@ -131,7 +129,9 @@ class Endpointer:
         self._reset_segment()
 
     # -- public ---------------------------------------------------------------------------------
-    def push_frames(self, silence_prob: np.ndarray, decibels: np.ndarray, final: bool = False) -> list[SpeechEvent]:
+    def push_frames(
+        self, silence_prob: np.ndarray, decibels: np.ndarray, final: bool = False
+    ) -> list[SpeechEvent]:
         """Consume frames ``frames_seen ..`` given each frame's silence posterior and energy (dB)."""
         if self.finished:
             raise RuntimeError("end-pointer already finished")
@@ -259,7 +259,11 @@ class Endpointer:
         self.ends_detected += 1
         end_ms = (frame + 1) * FRAME_MS
         # Merge with the start event when both were decided in this same call.
-        if self._events and self._events[-1].end_ms is None and self._events[-1].start_ms == self._open_start_ms:
+        if (
+            self._events
+            and self._events[-1].end_ms is None
+            and self._events[-1].start_ms == self._open_start_ms
+        ):
             self._events[-1] = SpeechEvent(self._open_start_ms, end_ms)
         else:
             self._events.append(SpeechEvent(None, end_ms))
@@ -306,5 +310,7 @@ class VadStream:
         """``scores [T, n_pdfs]`` (softmax output) -> summed silence posterior ``[T]``."""
         return scores[:, self.sil_pdf_ids].sum(axis=1)
 
-    def accept_scores(self, scores: np.ndarray, decibels: np.ndarray, final: bool = False) -> list[SpeechEvent]:
+    def accept_scores(
+        self, scores: np.ndarray, decibels: np.ndarray, final: bool = False
+    ) -> list[SpeechEvent]:
         return self.endpointer.push_frames(self.silence_posterior(scores), decibels, final)

@@ -470,3 +470,30 @@ def tile_turns(turns: Iterable[Turn], period_s: float, seconds: float) -> list[T
 def duration_s(path: str | os.PathLike) -> float:
     info = sf.info(str(path))
     return info.frames / info.samplerate
+
+
+def shuffled_tiling(
+    path: str | os.PathLike, sources: Sequence[np.ndarray], seconds: float, seed: int
+) -> Path:
+    """A 16 kHz mono 16-bit WAV of ``seconds`` made of whole ``sources`` (float32 waveforms) picked at
+    random and each scaled by a random gain in [0.5, 1]; the last piece is cut short. Written piece by
+    piece (hours need little memory). Deterministic for a seed; written at ``path`` (not cached)."""
+    rng = np.random.default_rng(seed)
+    total = int(round(seconds * SAMPLE_RATE))
+
+    def build(tmp: Path) -> None:
+        with sf.SoundFile(str(tmp), "w", SAMPLE_RATE, 1, subtype="PCM_16", format="WAV") as f:
+            written = 0
+            while written < total:
+                src = sources[int(rng.integers(len(sources)))]
+                piece = np.clip(src[: total - written] * float(rng.uniform(0.5, 1.0)), -1.0, 1.0)
+                f.write(piece.astype(np.float32))
+                written += len(piece)
+
+    return _write_atomic(Path(path), build)
+
+
+def wav_chunks(path: str | os.PathLike, seconds: float = 20.0) -> Iterable[np.ndarray]:
+    """The samples of a WAV file as float32 chunks of ``seconds`` (the way a worker streams a file)."""
+    with sf.SoundFile(str(path)) as f:
+        yield from f.blocks(blocksize=int(seconds * f.samplerate), dtype="float32")

@@ -89,9 +89,13 @@ def triton_models():
         if key not in servers:
             missing = [m for m in unbuilt_models() if m in key]
             if missing:
-                pytest.fail(f"models not built: {', '.join(missing)}. Run `make models` first.", pytrace=False)
+                pytest.fail(
+                    f"models not built: {', '.join(missing)}. Run `make models` first.", pytrace=False
+                )
             servers[key] = TritonServer(
-                MODEL_REPOSITORY, models=list(key), config_name=os.environ.get("INTRASCRIBE_TRITON_CONFIG_NAME") or None
+                MODEL_REPOSITORY,
+                models=list(key),
+                config_name=os.environ.get("INTRASCRIBE_TRITON_CONFIG_NAME") or None,
             ).start()
         return servers[key]
 

@@ -41,7 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO / "model_repository"
 EXPORT_PY = REPO / ".envs" / "export" / "bin" / "python"
 TINY = "asr_tiny"
-TORCHSCRIPT = "asr_torchscript"  # the fixture on the torchscript runtime (torch on CPU here, CUDA in the GPU image)
+TORCHSCRIPT = (
+    "asr_torchscript"  # the fixture on the torchscript runtime (torch on CPU here, CUDA in the GPU image)
+)
 PARITY_SENTENCES = [
     ("hello everyone, welcome to the meeting", "en-us"),
     ("我们明天下午开会", "cmn"),
@@ -71,7 +73,9 @@ def _hub_source(name: str) -> Path:
     return build.dev_source(art, (default_cache_root() / "models").expanduser().resolve())
 
 
-def _add_model(repo: Path, name: str, source_model: str, files: Path | None, runtime: str | None = None) -> None:
+def _add_model(
+    repo: Path, name: str, source_model: str, files: Path | None, runtime: str | None = None
+) -> None:
     folder = repo / name
     (folder / "1").mkdir(parents=True)
     config = (MODEL_REPOSITORY / source_model / "config.pbtxt").read_text()
@@ -404,4 +408,6 @@ def test_torchscript_runtime_equals_onnxruntime(server, clips):
     for (_, e), o, t in zip(clips, ours, theirs, strict=True):
         assert t.text == o.text == e["text"]
         assert (t.language, t.emotion, t.event) == (o.language, o.emotion, o.event)
-        assert [(k.id, k.start_ms, k.end_ms) for k in t.tokens] == [(k.id, k.start_ms, k.end_ms) for k in o.tokens]
+        assert [(k.id, k.start_ms, k.end_ms) for k in t.tokens] == [
+            (k.id, k.start_ms, k.end_ms) for k in o.tokens
+        ]

@@ -38,6 +38,7 @@ from speechlib.diarization import (
     stratified_subsample,
     vbx_clustering,
 )
+from speechlib.diarization.clustering import set_num_speakers
 from speechlib.diarization.pipeline import default_chunks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -565,6 +566,53 @@ def test_parity_plda(reference, plda):
     np.testing.assert_allclose(got * sign, ref["plda_fea"], atol=1e-8)
 
 
+def result_hard(res, seg: np.ndarray) -> np.ndarray:
+    hard = np.array(res.hard_clusters, dtype=np.int64, copy=True)
+    hard[np.sum(seg, axis=1) == 0] = -2
+    return hard
+
+
+def rasterize(turns: np.ndarray, clusters: list[int], num_frames: int, width: int) -> np.ndarray:
+    """(num_frames, width) 0/1 from turns (start, end, name index): a turn covers the frames whose
+    middle lies in [start, end) (turns start and end at frame middles)."""
+    grid = FRAMES
+    t = grid.middle(np.arange(num_frames))
+    out = np.zeros((num_frames, width), np.int8)
+    for start, end, name in turns:
+        k = clusters[int(name)]
+        assert k >= 0, f"turn for a speaker our result does not have: {name}"
+        on = (t >= start - 1e-6) & (t < end - 1e-6)
+        if end >= t[-1] - 1e-6:  # open at the last frame
+            on[-1] = True
+        out[on, k] = 1
+    return out
+
+
+def assert_differences_are_ties(got, want, clusters, seg, hard, count, cap, key):
+    from speechlib.diarization.reconstruct import clustered_activations
+
+    act = clustered_activations(seg, hard, CHUNKS, FRAMES)
+    c = np.minimum(count, cap).astype(np.int64)[: act.shape[0]]
+    act = act[: c.shape[0]]
+    width = max(act.shape[1], max(clusters) + 1, int(c.max(initial=0)))
+    act = np.pad(act, ((0, 0), (0, width - act.shape[1])))
+    ours = rasterize(got, clusters, act.shape[0], width)
+    theirs = rasterize(want, clusters, act.shape[0], width)
+    differ = np.flatnonzero((ours != theirs).any(axis=1))
+    assert differ.size, f"{key}: turns differ but not frame by frame"
+    # the activation of the c-th best cluster: every cluster whose selection differs must have it
+    kth = -np.sort(-act, axis=1)[np.arange(act.shape[0]), np.maximum(c - 1, 0)]
+    for f in differ:
+        changed = np.flatnonzero(ours[f] != theirs[f])
+        assert c[f] > 0 and np.all(act[f, changed] == kth[f]), (
+            f"{key}: frame {f}: clusters {changed.tolist()} selected differently without a tie "
+            f"(activations {act[f, changed].tolist()}, boundary value {kth[f]})"
+        )
+        # and the same number of speakers is selected on both sides
+        assert ours[f].sum() == theirs[f].sum(), f"{key}: frame {f}"
+    print(f"{key}: {differ.size} of {act.shape[0]} frames differ from pyannote, all of them ties")
+
+
 @pytest.mark.export
 @pytest.mark.parametrize("i", range(len(PARITY_SCENARIOS)))
 def test_parity_pipeline(reference, plda, i):
@@ -581,7 +629,6 @@ def test_parity_pipeline(reference, plda, i):
         min_duration_off=cfg["min_duration_off"],
         exclude_overlap=cfg["exclude_overlap"],
     )
-    from speechlib.diarization.clustering import set_num_speakers
     from speechlib.diarization.pipeline import cluster
 
     n, lo, hi = set_num_speakers(cfg.get("num_speakers"), cfg.get("min_speakers"), cfg.get("max_speakers"))
@@ -601,13 +648,21 @@ def test_parity_pipeline(reference, plda, i):
         max_speakers=cfg.get("max_speakers"),
     )
     names = [str(x) for x in ref[f"s{i}_names"]]
-    assert result.speakers == names
-    for key, turns in (("turns", result.turns), ("xturns", result.exclusive_turns)):
+    assert set(result.speakers) <= set(names) and set(names) - set(result.speakers) <= set(
+        f"SPEAKER_{k:02d}" for k in range(len(names))
+    )
+    _, _, high = set_num_speakers(cfg.get("num_speakers"), cfg.get("min_speakers"), cfg.get("max_speakers"))
+    worst = 0.0
+    for key, turns, cap in (("turns", result.turns, high), ("xturns", result.exclusive_turns, 1)):
         want = ref[f"s{i}_{key}"]
         got = np.array([[t.start_s, t.end_s, names.index(t.speaker)] for t in turns]).reshape(-1, 3)
-        assert got.shape == want.shape, f"{key}: {len(got)} turns vs pyannote's {len(want)}"
-        assert np.array_equal(got[:, 2], want[:, 2])
-        worst = np.max(np.abs(got[:, :2] - want[:, :2]), initial=0.0)
-        assert worst <= 1e-3, f"{key}: boundaries differ by up to {worst:.4f} s"
+        if got.shape == want.shape and np.array_equal(got[:, 2], want[:, 2]):
+            worst = max(worst, np.max(np.abs(got[:, :2] - want[:, :2]), initial=0.0))
+            assert worst <= 1e-3, f"{key}: boundaries differ by up to {worst:.4f} s"
+            continue
+        # Not identical: every difference must be a frame where pyannote's choice among tied clusters
+        # was arbitrary (its unstable argsort; ours gives ties to the lower cluster index).
+        clusters = [result.clusters.get(n, -1) for n in names]
+        assert_differences_are_ties(got, want, clusters, seg, result_hard(res, seg), count, cap, key)
     np.testing.assert_allclose(result.centroids, ref[f"s{i}_embeddings_out"], rtol=1e-5, atol=1e-6)
     print(f"scenario {i}: {len(result.speakers)} speakers, {len(result.turns)} turns, max |Δt| {worst:.1e} s")

@@ -175,6 +175,139 @@ def test_gate_refuses_impossible_tolerance(small_dir, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".never*"))
 
 
+# -- agglomerative clustering: exporter -> params.json -> PipelineSettings --------------------------
+
+# pyannote's AgglomerativeClustering hyper-parameters as speaker-diarization-3.1 tunes them
+AHC_TUNED = {"method": "centroid", "min_cluster_size": 12, "threshold": 0.7045654963945799}
+
+
+def test_clustering_params_keep_strings_and_numbers():
+    from types import SimpleNamespace
+
+    from export_scripts.pyannote_export import clustering_params
+
+    pipeline = SimpleNamespace(_plda=SimpleNamespace(lda_dimension=128))
+    p = clustering_params("AgglomerativeClustering", dict(AHC_TUNED), pipeline)
+    assert p["method"] == "AgglomerativeClustering" and p["linkage_method"] == "centroid"
+    assert p["threshold"] == AHC_TUNED["threshold"] and p["min_cluster_size"] == 12
+    assert isinstance(p["min_cluster_size"], int) and "method='centroid'" in p["ahc"]
+    p = clustering_params("VBxClustering", {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8}, pipeline)
+    assert (p["method"], p["threshold"], p["Fa"], p["Fb"]) == ("VBxClustering", 0.6, 0.07, 0.8)
+    assert "linkage_method" not in p and p["plda_lda_dimension"] == 128
+
+
+def _params_json(tmp_path: Path, clustering: dict) -> Path:
+    (tmp_path / "params.json").write_text(json.dumps({"clustering": clustering}))
+    return tmp_path
+
+
+def _planted(sizes: tuple[int, ...], dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Windows with two active local speakers each (the third silent, NaN embedding) whose
+    embeddings come from orthogonal clusters of the given sizes (in time order)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    num_windows = (len(labels) + 1) // 2
+    labels = np.resize(labels, 2 * num_windows)
+    binary = np.zeros((num_windows, 589, 3), np.uint8)
+    binary[:, :250, 0] = 1
+    binary[:, 300:550, 1] = 1
+    emb = np.full((num_windows, 3, dim), np.nan, np.float32)
+    centres = np.eye(dim)[: len(sizes)] * 10.0
+    noise = rng.normal(scale=0.5, size=(2 * num_windows, dim))
+    emb[:, :2] = (centres[labels] + noise).reshape(num_windows, 2, dim)
+    return binary, emb
+
+
+def test_pipeline_settings_route_agglomerative_params(tmp_path):
+    """PipelineSettings reads an agglomerative params.json, and its threshold / linkage method /
+    min_cluster_size decide the clustering; the other method (chosen per call) keeps its defaults."""
+    from inference_client.diarization import PipelineSettings, assemble_diarization
+    from speechlib.diarization.clustering import agglomerative_clustering
+
+    clu = {"method": "AgglomerativeClustering", "linkage_method": "average", "threshold": 0.5}
+    clu["min_cluster_size"] = 3
+    ahc = PipelineSettings.from_dir(_params_json(tmp_path, clu))
+    assert (ahc.clustering, ahc.threshold, ahc.ahc_method, ahc.min_cluster_size) == (
+        "agglomerative",
+        0.5,
+        "average",
+        3,
+    )
+    # two big speakers and a small one (5 embeddings): kept with min_cluster_size 3, merged with 12
+    binary, emb = _planted((40, 40, 5))
+    direct = agglomerative_clustering(emb, binary, threshold=0.5, method="average", min_cluster_size=3)
+    assert direct.centroids.shape[0] == 3
+    ours = assemble_diarization(binary, emb, ahc, 60.0)
+    assert len(ours.speakers) == 3
+    np.testing.assert_allclose(
+        np.sort(ours.centroids, axis=0), np.sort(direct.centroids, axis=0), rtol=1e-6
+    )
+    # a VBx-configured pipeline asked for agglomerative per call: 3.1's defaults (min_cluster_size 12)
+    vbx = PipelineSettings(threshold=0.3)
+    assert len(assemble_diarization(binary, emb, vbx, 60.0, method="agglomerative").speakers) == 2
+    with pytest.raises(ValueError, match="PLDA"):
+        assemble_diarization(binary, emb, vbx, 60.0, method="vbx")
+    with pytest.raises(ValueError, match="clustering must be one of"):
+        assemble_diarization(binary, emb, ahc, 60.0, method="kmeans")
+
+
+@pytest.fixture(scope="module")
+def agglomerative_dir(small_dir, tmp_path_factory):
+    """The pyannote_small dev model (weights linked, not copied) with config.yaml rewritten to pyannote's
+    AgglomerativeClustering, exported by the exporter's command line."""
+    import yaml
+
+    art = next(a for a in build.ARTIFACTS if a.name == "pyannote_small")
+    src = build.dev_source(art, (default_cache_root() / "models").expanduser().resolve())
+    root = tmp_path_factory.mktemp("agglomerative")
+    model = root / "model"
+    model.mkdir()
+    for name in ("segmentation", "embedding", "plda"):
+        (model / name).symlink_to(src / name, target_is_directory=True)
+    config = yaml.safe_load((src / "config.yaml").read_text())
+    config["pipeline"]["params"]["clustering"] = "AgglomerativeClustering"
+    config["params"]["clustering"] = dict(AHC_TUNED)
+    (model / "config.yaml").write_text(yaml.safe_dump(config))
+    out = root / "export"
+    proc = subprocess.run(
+        [
+            str(EXPORT_PY),
+            "-m",
+            "export_scripts.pyannote_export",
+            "--model-dir",
+            str(model),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.export
+@needs_export_env
+def test_export_agglomerative_config(agglomerative_dir, small_dir):
+    from inference_client.diarization import PipelineSettings
+
+    p = json.loads((agglomerative_dir / "params.json").read_text())
+    clu = p["clustering"]
+    assert clu["method"] == "AgglomerativeClustering" and clu["linkage_method"] == "centroid"
+    assert clu["threshold"] == pytest.approx(AHC_TUNED["threshold"]) and clu["min_cluster_size"] == 12
+    assert p["pyannote_audio_config_params"]["clustering"] == AHC_TUNED
+    # the rest of params.json does not depend on the clustering
+    vbx = json.loads((small_dir / "params.json").read_text())
+    assert (p["segmentation"], p["embedding"]) == (vbx["segmentation"], vbx["embedding"])
+    s = PipelineSettings.from_dir(agglomerative_dir)
+    assert (s.clustering, s.ahc_method, s.min_cluster_size) == ("agglomerative", "centroid", 12)
+    assert s.threshold == pytest.approx(AHC_TUNED["threshold"])
+    assert s.plda is not None  # VBx stays available per call
+    assert PipelineSettings.from_dir(small_dir).clustering == "vbx"
+
+
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_synthetic_meeting_has_silence_overlap_and_known_turns(n):
     from tests.meetings import HELDOUT_SENTENCES, TRAIN_SENTENCES, speech_fraction, synthetic_meeting

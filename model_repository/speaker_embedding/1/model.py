@@ -9,7 +9,14 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from serving.diarization import EmbeddingNetwork
-from serving.triton_io import BatchSizeMetric, ModelContext, RequestError, error_response, window_input
+from serving.triton_io import (
+    BatchSizeMetric,
+    ModelContext,
+    RequestError,
+    error_response,
+    network_batch,
+    window_input,
+)
 from speechlib.interfaces import SpeakerEmbedding
 
 
@@ -43,12 +50,9 @@ class TritonPythonModel:
             intra_op_threads=int(ctx.parameter("intra_op_threads", "1")),
             device=ctx.device,
             device_id=ctx.device_id,
-            max_batch=int(ctx.config.get("max_batch_size", 32)) or 32,
+            max_batch=network_batch(ctx),
         )
-        # Warm-up: the first call of a session is slow; pay it here, not on a user's request.
-        rng = np.random.default_rng(0)
-        windows = rng.normal(0, 0.1, (2, 1, SpeakerEmbedding.WINDOW_SAMPLES)).astype(np.float32)
-        self.network.embed(windows, [np.ones((3, SpeakerEmbedding.NUM_FRAMES), np.float32)] * 2)
+        self.network.warm_up()  # at max_batch_size: memory is at its high-water mark from the start
         self.network.on_batch = self.metric.observe
 
     def execute(self, requests):
@@ -56,7 +60,9 @@ class TritonPythonModel:
         windows, masks, index = [], [], []
         for i, request in enumerate(requests):
             try:
-                windows.append(window_input(request, SpeakerEmbedding.WAVEFORM, SpeakerEmbedding.WINDOW_SAMPLES))
+                windows.append(
+                    window_input(request, SpeakerEmbedding.WAVEFORM, SpeakerEmbedding.WINDOW_SAMPLES)
+                )
                 masks.append(masks_input(request, SpeakerEmbedding.MASKS))
                 index.append(i)
             except RequestError as exc:

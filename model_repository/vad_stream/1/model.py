@@ -68,7 +68,13 @@ class TritonPythonModel:
             events = stream.vad.accept_scores(s, dbs[j], final)
             rows.append(
                 np.array(
-                    [[NO_TIME if e.start_ms is None else e.start_ms, NO_TIME if e.end_ms is None else e.end_ms] for e in events],
+                    [
+                        [
+                            NO_TIME if e.start_ms is None else e.start_ms,
+                            NO_TIME if e.end_ms is None else e.end_ms,
+                        ]
+                        for e in events
+                    ],
                     dtype=np.int32,
                 ).reshape(-1, 2)
             )
@@ -92,10 +98,14 @@ class TritonPythonModel:
                 try:
                     start = control_value(request, VADStream.START)
                     end = control_value(request, VADStream.END)
-                    samples = waveform_input(request, VADStream.AUDIO_CHUNK, self.max_chunk_seconds, SAMPLE_RATE, allow_empty=True)
+                    samples = waveform_input(
+                        request, VADStream.AUDIO_CHUNK, self.max_chunk_seconds, SAMPLE_RATE, allow_empty=True
+                    )
                     if start:
                         silence = optional_int(request, VADStream.MAX_END_SILENCE_MS, None, 0, 60000)
-                        self.streams[corrid] = _Stream(self.network.new_stream(silence), self.network.zero_caches())
+                        self.streams[corrid] = _Stream(
+                            self.network.new_stream(silence), self.network.zero_caches()
+                        )
                     stream = self.streams.get(corrid)
                     if stream is None:
                         raise RequestError(
@@ -117,7 +127,9 @@ class TritonPythonModel:
                         responses[i] = error_response(f"vad_stream failed: {r}", invalid_argument=False)
                         self.streams.pop(corrid, None)
                         continue
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[int_output(VADStream.EVENTS, r)])
+                    responses[i] = pb_utils.InferenceResponse(
+                        output_tensors=[int_output(VADStream.EVENTS, r)]
+                    )
                     if end:
                         self.streams.pop(corrid, None)
             pending = later

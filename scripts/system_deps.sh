@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the system tools the dev models and tests need when they are missing: espeak-ng (synthetic
+# speech for the trained fixtures and tests), sox, ffmpeg (audio decoding). Debian/Ubuntu (apt-get).
+set -uo pipefail
+missing=()
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v sox >/dev/null || missing+=(sox)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "espeak-ng, sox and ffmpeg are installed"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "missing: ${missing[*]}; installing espeak-ng sox ffmpeg with apt-get"
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng sox ffmpeg </dev/null

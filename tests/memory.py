@@ -1,0 +1,109 @@
+"""Peak resident memory of a process tree, sampled in the background (used by the diarization memory
+test and ``bench/diarization_bench.py --memory``).
+
+Linux only (reads ``/proc``). Each process is labelled: ``client`` (the sampling process itself,
+without its children), ``tritonserver``, ``stub:<model>`` for a Python-backend stub (its model name is
+the folder of the ``model.py`` on its command line), ``other`` for anything else under the server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+MiB = 1 << 20
+
+
+def process_rss(pid: int) -> int:
+    """RSS (bytes) of one process (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack += children.get(p, [])
+    return out
+
+
+def process_label(pid: int) -> str:
+    """``tritonserver``, ``stub:<model>`` or ``other`` (from the process's command line)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "other"
+    args = [a.decode(errors="replace") for a in argv if a]
+    if not args:
+        return "other"
+    exe = Path(args[0]).name
+    if exe.startswith("triton_python_backend_stub") and len(args) > 1:
+        model_py = Path(args[1])
+        # .../<model>/<version>/model.py
+        return f"stub:{model_py.parent.parent.name}" if model_py.suffix == ".py" else f"stub:{model_py.name}"
+    if exe == "tritonserver":
+        return "tritonserver"
+    return "other"
+
+
+class PeakRSS:
+    """Samples, every ``interval_s``, the RSS of the sampling process (``client``) and of every process
+    under ``server_pid`` (by label); keeps the peak of each label, and of the server tree's total
+    (``server_total``). Use as a context manager around the work to measure."""
+
+    def __init__(self, server_pid: int | None, interval_s: float = 0.1):
+        self.server_pid = server_pid
+        self.interval_s = interval_s
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-rss")
+
+    def sample(self) -> dict[str, int]:
+        now: dict[str, int] = {"client": process_rss(os.getpid())}
+        if self.server_pid is not None:
+            total = 0
+            for pid in descendants(self.server_pid):
+                rss = process_rss(pid)
+                label = process_label(pid)
+                now[label] = now.get(label, 0) + rss
+                total += rss
+            now["server_total"] = total
+        return now
+
+    def _run(self) -> None:
+        while True:
+            for label, rss in self.sample().items():
+                self.peaks[label] = max(self.peaks.get(label, 0), rss)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        for label, rss in self.sample().items():
+            self.peaks[label] = max(self.peaks.get(label, 0), rss)
+
+    def mib(self) -> dict[str, float]:
+        return {k: round(v / MiB, 1) for k, v in sorted(self.peaks.items())}
