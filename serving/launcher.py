@@ -182,6 +182,10 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs_path()), env.get("LD_LIBRARY_PATH", "")) if p)
         # One onnxruntime/BLAS thread pool per model instance unless a config says otherwise.
         env.setdefault("OMP_NUM_THREADS", "1")
+        # glibc raises its mmap threshold after each large free (up to 32 MB), after which big numpy
+        # buffers (dynamic batches of windows) come from the heap and fragment it: the stubs' RSS crept
+        # up over hours. A fixed threshold keeps >= 1 MB buffers in mmap, returned to the OS when freed.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
         return env
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> TritonServer:
