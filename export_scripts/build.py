@@ -113,6 +113,16 @@ def _real_dir(subdir: str, required: tuple[str, ...]) -> Callable[[], Path]:
     return locate
 
 
+# what export_scripts.sensevoice writes (model.ts only with --torchscript)
+SENSEVOICE_ONNX_FILES = (
+    "model.onnx",
+    "am.mvn",
+    "config.yaml",
+    "chn_jpn_yue_eng_ko_spectok.bpe.model",
+    "tokens.json",
+    "export_meta.json",
+)
+SENSEVOICE_EXPORT_FILES = (*SENSEVOICE_ONNX_FILES, "model.ts")
 PYANNOTE_SOURCE_FILES = (
     "config.yaml",
     "segmentation/pytorch_model.bin",
@@ -172,15 +182,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         optional_source_files=("configuration.json", "dev_meta.json"),
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4", "--torchscript"),
-        files=(
-            "model.onnx",
-            "model.ts",
-            "am.mvn",
-            "config.yaml",
-            "chn_jpn_yue_eng_ko_spectok.bpe.model",
-            "tokens.json",
-            "export_meta.json",
-        ),
+        files=SENSEVOICE_EXPORT_FILES,
         models=(),
         dev_builder="export_scripts.sensevoice_dev",
         dev_builder_args=("--variant", "tiny"),
@@ -198,16 +200,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         optional_source_files=("configuration.json", "dev_meta.json"),
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4", "--torchscript"),
-        files=(
-            "model.onnx",
-            "model.ts",
-            "am.mvn",
-            "config.yaml",
-            "chn_jpn_yue_eng_ko_spectok.bpe.model",
-            "tokens.json",
-            "export_meta.json",
-            "fixture_clips.npz",
-        ),
+        files=(*SENSEVOICE_EXPORT_FILES, "fixture_clips.npz"),
         models=("asr",),
         dev_builder="export_scripts.sensevoice_dev",
         dev_builder_args=("--variant", "fixture"),
@@ -219,14 +212,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         optional_source_files=("configuration.json", "dev_meta.json"),
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4"),
-        files=(
-            "model.onnx",
-            "am.mvn",
-            "config.yaml",
-            "chn_jpn_yue_eng_ko_spectok.bpe.model",
-            "tokens.json",
-            "export_meta.json",
-        ),
+        files=SENSEVOICE_ONNX_FILES,
         models=(),
         dev_builder="export_scripts.sensevoice_dev",
         dev_builder_args=("--variant", "full"),
@@ -244,14 +230,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         optional_source_files=("configuration.json",),
         exporter="export_scripts.sensevoice",
         extra_args=("--tolerance", "1e-4"),
-        files=(
-            "model.onnx",
-            "am.mvn",
-            "config.yaml",
-            "chn_jpn_yue_eng_ko_spectok.bpe.model",
-            "tokens.json",
-            "export_meta.json",
-        ),
+        files=SENSEVOICE_ONNX_FILES,
         models=("asr",),
         code=("export_scripts.sensevoice_dev",),
     ),
