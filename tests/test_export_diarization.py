@@ -239,9 +239,7 @@ def test_pipeline_settings_route_agglomerative_params(tmp_path):
     assert direct.centroids.shape[0] == 3
     ours = assemble_diarization(binary, emb, ahc, 60.0)
     assert len(ours.speakers) == 3
-    np.testing.assert_allclose(
-        np.sort(ours.centroids, axis=0), np.sort(direct.centroids, axis=0), rtol=1e-6
-    )
+    np.testing.assert_allclose(np.sort(ours.centroids, axis=0), np.sort(direct.centroids, axis=0), rtol=1e-6)
     # a VBx-configured pipeline asked for agglomerative per call: 3.1's defaults (min_cluster_size 12)
     vbx = PipelineSettings(threshold=0.3)
     assert len(assemble_diarization(binary, emb, vbx, 60.0, method="agglomerative").speakers) == 2
