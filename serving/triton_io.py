@@ -45,6 +45,19 @@ def network_batch(ctx: ModelContext) -> int:
     return min(value, limit)
 
 
+def network_from_context(cls, ctx: ModelContext, **kwargs):
+    """``cls(version_dir, intra_op_threads=, device=, device_id=, max_batch=, **kwargs)`` from a model's
+    config: the constructor shape of ``serving.diarization``'s networks."""
+    return cls(
+        ctx.version_dir,
+        intra_op_threads=int(ctx.parameter("intra_op_threads", "1")),
+        device=ctx.device,
+        device_id=ctx.device_id,
+        max_batch=network_batch(ctx),
+        **kwargs,
+    )
+
+
 class BatchSizeMetric:
     """Histogram of the batch sizes a model actually passes to its network runtime."""
 

@@ -13,7 +13,7 @@ from serving.triton_io import (
     ModelContext,
     RequestError,
     error_response,
-    network_batch,
+    network_from_context,
     window_input,
 )
 from speechlib.interfaces import Segmentation
@@ -23,15 +23,8 @@ class TritonPythonModel:
     def initialize(self, args):
         ctx = ModelContext(args)
         self.metric = BatchSizeMetric(ctx.name)
-        self.network = SegmentationNetwork(
-            ctx.version_dir,
-            intra_op_threads=int(ctx.parameter("intra_op_threads", "1")),
-            device=ctx.device,
-            device_id=ctx.device_id,
-            on_batch=self.metric.observe,
-            max_batch=network_batch(ctx),
-        )
-        self.network.warm_up()  # at max_batch_size: memory is at its high-water mark from the start
+        self.network = network_from_context(SegmentationNetwork, ctx, on_batch=self.metric.observe)
+        self.network.warm_up()  # at network_batch: memory is at its high-water mark from the start
 
     def execute(self, requests):
         responses = [None] * len(requests)

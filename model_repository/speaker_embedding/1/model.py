@@ -14,7 +14,7 @@ from serving.triton_io import (
     ModelContext,
     RequestError,
     error_response,
-    network_batch,
+    network_from_context,
     window_input,
 )
 from speechlib.interfaces import SpeakerEmbedding
@@ -45,14 +45,8 @@ class TritonPythonModel:
     def initialize(self, args):
         ctx = ModelContext(args)
         self.metric = BatchSizeMetric(ctx.name)
-        self.network = EmbeddingNetwork(
-            ctx.version_dir,
-            intra_op_threads=int(ctx.parameter("intra_op_threads", "1")),
-            device=ctx.device,
-            device_id=ctx.device_id,
-            max_batch=network_batch(ctx),
-        )
-        self.network.warm_up()  # at max_batch_size: memory is at its high-water mark from the start
+        self.network = network_from_context(EmbeddingNetwork, ctx)
+        self.network.warm_up()  # at network_batch: memory is at its high-water mark from the start
         self.network.on_batch = self.metric.observe
 
     def execute(self, requests):
