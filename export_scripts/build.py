@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from export_scripts import pyannote_export  # stdlib-only at import: its file lists
 from export_scripts.common import (
     FSMN_VAD_OPTIONAL_FILES,
     FSMN_VAD_REQUIRED_FILES,
@@ -123,13 +124,8 @@ SENSEVOICE_ONNX_FILES = (
     "export_meta.json",
 )
 SENSEVOICE_EXPORT_FILES = (*SENSEVOICE_ONNX_FILES, "model.ts")
-PYANNOTE_SOURCE_FILES = (
-    "config.yaml",
-    "segmentation/pytorch_model.bin",
-    "embedding/pytorch_model.bin",
-    "plda/xvec_transform.npz",
-    "plda/plda.npz",
-)
+PYANNOTE_SOURCE_FILES = pyannote_export.SOURCE_FILES
+PYANNOTE_EXPORT_FILES = pyannote_export.OUTPUT_FILES
 PYANNOTE_FIXTURE_FILES = sorted((REPO_ROOT / "tests" / "fixtures" / "diarization").glob("fixture.*"))
 
 
@@ -145,17 +141,7 @@ PYANNOTE_SMALL = Artifact(
     optional_source_files=("DEV_MODEL.json",),
     exporter="export_scripts.pyannote_export",
     extra_args=("--seg-tolerance", "1e-5", "--min-cosine", "0.99999"),
-    files=(
-        "segmentation.onnx",
-        "embedding_trunk.onnx",
-        "embedding_head.npz",
-        "plda.npz",
-        "xvec_transform.npz",
-        "params.json",
-        "fbank.json",
-        "head_check.npz",
-        "export_meta.json",
-    ),
+    files=PYANNOTE_EXPORT_FILES,
     models=("segmentation", "speaker_embedding"),
     dev_builder="export_scripts.pyannote_dev",
     dev_builder_args=("--variant", "small"),

@@ -83,16 +83,22 @@ def error_response(message: str, invalid_argument: bool = True) -> pb_utils.Infe
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
 
-def waveform_input(
-    request, name: str, max_seconds: float, sample_rate: int, allow_empty: bool = False
-) -> np.ndarray:
-    """One request's 1-D float32 waveform (the batch dim of 1 removed), validated."""
+def _samples(request, name: str) -> np.ndarray:
+    """A request's FP32 sample tensor ``name`` as numpy (missing or other dtypes refused)."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         raise RequestError(f"input {name} is missing")
     data = tensor.as_numpy()
     if data.dtype != np.float32:
         raise RequestError(f"{name} must be FP32 samples in [-1, 1], got {data.dtype}")
+    return data
+
+
+def waveform_input(
+    request, name: str, max_seconds: float, sample_rate: int, allow_empty: bool = False
+) -> np.ndarray:
+    """One request's 1-D float32 waveform (the batch dim of 1 removed), validated."""
+    data = _samples(request, name)
     if data.ndim == 2 and data.shape[0] == 1:
         data = data[0]
     elif data.ndim != 1:
@@ -113,12 +119,7 @@ def waveform_input(
 
 def window_input(request, name: str, samples: int) -> np.ndarray:
     """One request's fixed-length window as ``[1, samples]`` float32, validated."""
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        raise RequestError(f"input {name} is missing")
-    data = tensor.as_numpy()
-    if data.dtype != np.float32:
-        raise RequestError(f"{name} must be FP32 samples in [-1, 1], got {data.dtype}")
+    data = _samples(request, name)
     if data.size != samples:
         raise RequestError(
             f"{name} must be one 10 s window of 16 kHz audio, [1, {samples}] "
