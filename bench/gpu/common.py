@@ -173,6 +173,15 @@ def prepare_triton(bundle: Path, work: Path) -> tuple[Path, Path, dict]:
     return root, env, missing
 
 
+def torch_cuda_lib_dirs() -> list[str]:
+    """The ``lib`` folders of the ``nvidia-*`` wheels beside this interpreter's torch (cuDNN, cuBLAS...)."""
+    dirs: list[str] = []
+    for site in sys.path:
+        if site.endswith(("site-packages", "dist-packages")):
+            dirs += sorted(str(d) for d in Path(site).glob("nvidia/**/lib") if any(d.glob("lib*.so*")))
+    return dirs
+
+
 def parameters_pbtxt(params: dict) -> str:
     """``parameters`` lines of a config.pbtxt (string values)."""
     return "".join(
@@ -192,7 +201,9 @@ class Server(launcher.TritonServer):
     def environment(self) -> dict[str, str]:
         environ = super().environment()
         environ["PATH"] = f"{self.env / 'bin'}:{environ['PATH']}"
-        ld = [str(self.libs), libpython_dir() or "", environ["LD_LIBRARY_PATH"]]
+        # torch's own CUDA libraries first: the wheel's nvidia_pytriton.libs holds an older cuDNN
+        # with the same soname (seen on the H200: torch built for cuDNN 9.19 found 9.14 and refused)
+        ld = [*torch_cuda_lib_dirs(), str(self.libs), libpython_dir() or "", environ["LD_LIBRARY_PATH"]]
         environ["LD_LIBRARY_PATH"] = ":".join(p for p in ld if p)
         return environ
 
