@@ -135,7 +135,13 @@ def _sub_once(pattern: str, repl: str, text: str, what: str) -> str:
 
 
 def triton_repository(
-    work: Path, asr_dir: Path, vad_dir: Path, instances: int, threads: int, max_batch: int | None = None
+    work: Path,
+    asr_dir: Path,
+    vad_dir: Path,
+    instances: int,
+    threads: int,
+    max_batch: int | None = None,
+    max_padding: float | None = None,
 ) -> Path:
     """vad + asr (the benchmark's model files, ``instances`` x ``threads``) + transcribe, by symlinks."""
     src = REPO_ROOT / "model_repository"
@@ -155,6 +161,13 @@ def triton_repository(
             )
             if max_batch is not None:
                 config = _sub_once(r"(max_batch_size:\s*)\d+", rf"\g<1>{max_batch}", config, "max_batch_size")
+            if max_padding is not None:
+                config = _sub_once(
+                    r'(key:\s*"max_padding"\s*value:\s*\{\s*string_value:\s*")[^"]*(")',
+                    rf"\g<1>{max_padding}\g<2>",
+                    config,
+                    "max_padding",
+                )
         (repo / model / "config.pbtxt").write_text(config)
         shutil.copy2(src / model / "1" / "model.py", repo / model / "1" / "model.py")
         if files is not None:
@@ -368,6 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override asr's max_batch_size (experiments; default: as committed)",
     )
+    ap.add_argument(
+        "--asr-max-padding",
+        type=float,
+        default=None,
+        help="override asr's max_padding (experiments; default: as committed)",
+    )
     ap.add_argument("--artifact", default="sensevoice_full", help="export_scripts.build artifact for asr")
     ap.add_argument(
         "--model-dir", type=Path, default=None, help="use this export folder instead of --artifact"
@@ -402,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         audio=wav,
         audio_seconds=total_s,
         asr_max_batch=args.asr_max_batch,
+        asr_max_padding=args.asr_max_padding,
     )
     print(json.dumps(info, indent=1), flush=True)
 
@@ -422,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         for inst, thr in layouts:
             name = f"{inst}x{thr}"
-            repo = triton_repository(work, asr_dir, vad_dir, inst, thr, args.asr_max_batch)
+            repo = triton_repository(
+                work, asr_dir, vad_dir, inst, thr, args.asr_max_batch, args.asr_max_padding
+            )
             t0 = time.perf_counter()
             server = TritonServer(repo, log_path=work / f"triton_{name}.log").start()
             servers.append(server)

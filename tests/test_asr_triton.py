@@ -7,8 +7,9 @@ tiny random SenseVoice (same config and model.py, renamed), ``vad`` = fsmn-VAD, 
 1. parity: token ids and text of the tiny random model equal FunASR's own PyTorch inference;
 2. fixture: the trained utterances come back exactly (text and tags), token times agree with FunASR's
    ``output_timestamp=True`` (>= 98 % within one 60 ms frame, none beyond three);
-3. batching is real, batched == single, non-empty outputs, clear errors that fail alone, and the
-   ``transcribe`` BLS equals the client library's VAD -> ASR path.
+3. batching is real (``asr_batched``: the GPU config's batching on CPU instances; the CPU config
+   itself runs one utterance per call, faster on CPU), batched == single, non-empty outputs, clear
+   errors that fail alone, and the ``transcribe`` BLS equals the client library's VAD -> ASR path.
 
 FunASR references run in the export environment (``export_scripts/reference_asr.py``), cached by a
 hash of the audio, the model files and the script under ``$INTRASCRIBE_CACHE/fixtures``.
@@ -44,6 +45,9 @@ TINY = "asr_tiny"
 TORCHSCRIPT = (
     "asr_torchscript"  # the fixture on the torchscript runtime (torch on CPU here, CUDA in the GPU image)
 )
+# the fixture with the GPU config's batching (configs/gpu.pbtxt on CPU instances): the CPU config runs
+# one utterance per batch (faster on CPU), so batching is checked where it is used
+BATCHED = "asr_batched"
 PARITY_SENTENCES = [
     ("hello everyone, welcome to the meeting", "en-us"),
     ("我们明天下午开会", "cmn"),
@@ -74,11 +78,21 @@ def _hub_source(name: str) -> Path:
 
 
 def _add_model(
-    repo: Path, name: str, source_model: str, files: Path | None, runtime: str | None = None
+    repo: Path,
+    name: str,
+    source_model: str,
+    files: Path | None,
+    runtime: str | None = None,
+    gpu_config: bool = False,
 ) -> None:
     folder = repo / name
     (folder / "1").mkdir(parents=True)
-    config = (MODEL_REPOSITORY / source_model / "config.pbtxt").read_text()
+    if gpu_config:  # its batching and parameters, on CPU instances
+        config = (MODEL_REPOSITORY / source_model / "configs" / "gpu.pbtxt").read_text()
+        assert "KIND_GPU" in config
+        config = config.replace("KIND_GPU", "KIND_CPU")
+    else:
+        config = (MODEL_REPOSITORY / source_model / "config.pbtxt").read_text()
     if name != source_model:
         config = config.replace(f'name: "{source_model}"', f'name: "{name}"', 1)
     if runtime is not None:
@@ -108,6 +122,7 @@ def server(tmp_path_factory, artifacts):
     _add_model(repo, ASR.NAME, ASR.NAME, artifacts["fixture"])
     _add_model(repo, TINY, ASR.NAME, artifacts["tiny"])
     _add_model(repo, TORCHSCRIPT, ASR.NAME, artifacts["fixture"], runtime="torchscript")
+    _add_model(repo, BATCHED, ASR.NAME, artifacts["fixture"], gpu_config=True)
     _add_model(repo, VAD.NAME, VAD.NAME, artifacts["vad"])
     _add_model(repo, Transcribe.NAME, Transcribe.NAME, None)
     with TritonServer(repo) as triton:
@@ -262,23 +277,41 @@ def test_fixture_token_times_equal_funasr_timestamps(server, clips, artifacts):
 
 @pytest.mark.slow
 def test_batching_is_real_and_batched_equals_single(server, clips):
+    """16 concurrent requests to the batching configuration (the GPU config's, on CPU instances) run
+    in network calls of more than one utterance on average, and each result equals the CPU
+    configuration's answer to the same clip sent alone."""
     waves = [clips[i % len(clips)] for i in range(16)]
 
     async def singles(asr, client):
         return [await asr.transcribe(a, "auto", e["with_itn"]) for a, e in clips]
 
     single = run(_with_asr(server, singles))
-    before = batch_sizes(scrape(server.ports.metrics_url), ASR.NAME)
+    before = batch_sizes(scrape(server.ports.metrics_url), BATCHED)
 
-    async def concurrent(asr, client):
-        return await asyncio.gather(*(asr.transcribe(a, "auto", e["with_itn"]) for a, e in waves))
+    async def concurrent(_, client):
+        batched = ASRClient(client, model=BATCHED)
+        return await asyncio.gather(*(batched.transcribe(a, "auto", e["with_itn"]) for a, e in waves))
 
     batched = run(_with_asr(server, concurrent))
-    delta = batch_sizes(scrape(server.ports.metrics_url), ASR.NAME) - before
+    delta = batch_sizes(scrape(server.ports.metrics_url), BATCHED) - before
     assert delta.mean > 1.0, f"network ran {delta.count} calls with mean batch {delta.mean:.2f}: no batching"
     for i, t in enumerate(batched):
         assert t.text and t.tokens, "empty output"
         assert t == single[i % len(clips)], f"request {i}: batched result differs from single"
+
+
+def test_cpu_config_runs_one_utterance_per_call(server, clips):
+    """The CPU configuration does not batch (measured faster on CPU): concurrent requests still all
+    succeed, and each network call holds one utterance."""
+    before = batch_sizes(scrape(server.ports.metrics_url), ASR.NAME)
+
+    async def concurrent(asr, client):
+        return await asyncio.gather(*(asr.transcribe(a, "auto", e["with_itn"]) for a, e in clips * 2))
+
+    results = run(_with_asr(server, concurrent))
+    delta = batch_sizes(scrape(server.ports.metrics_url), ASR.NAME) - before
+    assert all(t.text for t in results)
+    assert delta.count == 2 * len(clips) and delta.mean == 1.0, (delta.count, delta.mean)
 
 
 @pytest.mark.parametrize(

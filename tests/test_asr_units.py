@@ -165,6 +165,47 @@ def test_log_softmax_rows_sum_to_one():
     np.testing.assert_allclose(np.exp(lp).sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("blank", [0, 3])
+def test_boosted_log_probs_equal_the_full_width_computation_bit_for_bit(blank):
+    """The chunked, columns-only path of ``align_token_times`` equals
+    ``boost_blank(log_softmax(x))[:, columns]`` exactly, across chunk edges and with tied maxima
+    (integer logits make ties, where blank must be boosted only when it is the *first* maximum)."""
+    rng = np.random.default_rng(5)
+    cases = 0
+    for T in (0, 1, 15, 16, 17, 40):
+        for values in ("normal", "integers"):
+            if values == "normal":
+                x = rng.normal(0, 4, (T, 50)).astype(np.float32)
+            else:  # small integers: many tied maxima; on some rows blank is (one of) the maxima
+                x = rng.integers(-3, 3, (T, 50)).astype(np.float32)
+                rows = rng.random(T) < 0.5
+                x[rows, blank] = x[rows].max(axis=-1)
+            labels = rng.integers(0, 50, 6)
+            columns = ctc.extended_labels(labels[labels != blank], blank)
+            want = ctc.boost_blank(ctc.log_softmax(x), blank)[:, columns]
+            got = ctc.boosted_log_probs(x, columns, blank, chunk_frames=16)
+            assert got.dtype == np.float32 and got.shape == want.shape
+            assert np.array_equal(got, want), (T, values)
+            cases += int(T > 0)
+    assert cases == 10
+
+
+def test_align_token_times_matches_the_reference_path():
+    """``align_token_times`` (columns only) places tokens exactly where the reference computation
+    (full log-softmax, boost, ``forced_align``) does."""
+    rng = np.random.default_rng(6)
+    for trial in range(20):
+        T = int(rng.integers(5, 60))
+        logits = rng.normal(0, 3, (T, 30)).astype(np.float32)
+        targets = [int(v) for v in rng.integers(1, 30, int(rng.integers(1, 6)))]
+        path = ctc.forced_align(ctc.boost_blank(ctc.log_softmax(logits)), targets)
+        spans = ctc.token_spans(path)
+        if len(spans) != len(targets):
+            continue
+        want = ctc.span_times_ms(spans, T)
+        assert np.array_equal(ctc.align_token_times(logits, targets), want), trial
+
+
 def brute_force_best_alignment(lp, targets, blank=0):
     """Best CTC path by enumerating every label sequence of length T (tiny cases only)."""
     import itertools
