@@ -347,6 +347,37 @@ def test_subsampled_clustering_agrees_with_exact(plda):
     assert label_agreement(labels, exact.hard_clusters[:, 0]) >= 0.99
 
 
+def test_weighted_centroid_linkage_is_scipys_centroid_linkage():
+    """Unit weights: the same merges as scipy's centroid linkage (heights to float32 rounding, the
+    same flat clusters at several cuts). Integer weights: the same flat clusters as scipy on the
+    points repeated that many times (duplicates merge first, at distance 0)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from speechlib.diarization.clustering import weighted_centroid_linkage
+
+    def flat(Z, t):
+        return np.unique(fcluster(Z, t, criterion="distance"), return_inverse=True)[1]
+
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        x = rng.normal(0, 1, (120, 6))
+        x[:40] += 3.0
+        ref = linkage(x, method="centroid")
+        ours = weighted_centroid_linkage(x, np.ones(len(x)))
+        np.testing.assert_allclose(ours[:, 2], ref[:, 2], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(ours[:, 3], ref[:, 3])
+        for t in (1.0, 2.0, 3.5):
+            np.testing.assert_array_equal(flat(ours, t), flat(ref, t))
+        counts = rng.integers(1, 4, len(x))
+        repeated = np.repeat(x, counts, axis=0)
+        owner = np.repeat(np.arange(len(x)), counts)
+        weighted = weighted_centroid_linkage(x, counts)
+        full = linkage(repeated, method="centroid")
+        first = np.unique(owner, return_index=True)[1]  # one row of each point's repeats
+        for t in (1.0, 2.0, 3.5):
+            assert label_agreement(flat(weighted, t), flat(full, t)[first]) == 1.0, (trial, t)
+
+
 # ----------------------------------------------------------------------------------------------
 # end to end on planted meetings
 

@@ -575,3 +575,34 @@ def test_memory_stays_bounded_as_audio_grows(tmp_path, settings):
     for name in processes:
         assert name in five and name in twenty, (name, sorted(five))
         assert twenty[name] <= 1.15 * five[name], (name, table)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_subsampled_clustering_agrees_with_exact_on_two_hours(fixture_server, tmp_path):
+    """A 2-hour file tiled from the synthetic 2/3/4-speaker meetings through the whole pipeline
+    (trained fixture): clustering exactly (no cap: ~15 600 embeddings) and with the cap lowered to
+    2 000 and 4 000 differ by DER <= 2 % (regular and exclusive). The analysis alone takes ~5 min here."""
+    from tests.audio import shuffled_tiling, wav_chunks
+
+    server, settings = fixture_server
+    path = shuffled_tiling(tmp_path / "2h.wav", meeting_sources()[1:], 2 * 3600, seed=7)
+
+    async def analyze():
+        async with TritonClient(server.ports.grpc_url) as client:
+            return await DiarizationClient(client, settings).analyze(wav_chunks(path))
+
+    analysis = run(analyze())
+    exact = analysis.assemble(max_embeddings=None)
+    assert not exact.subsampled and exact.num_embeddings > 4 * 2000 and len(exact.speakers) >= 4
+    for cap in (2000, 4000):
+        sub = analysis.assemble(max_embeddings=cap)
+        assert sub.subsampled
+        der = frame_der(as_tuples(exact.turns), as_tuples(sub.turns))
+        der_x = frame_der(as_tuples(exact.exclusive_turns), as_tuples(sub.exclusive_turns))
+        print(
+            f"2 h: {exact.num_embeddings} embeddings; exact {len(exact.speakers)} speakers, cap {cap}: "
+            f"{len(sub.speakers)}; DER between them {der:.4f} (exclusive {der_x:.4f}); "
+            f"analysis {analysis.seconds:.0f} s"
+        )
+        assert der <= 0.02 and der_x <= 0.02, cap

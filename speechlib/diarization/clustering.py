@@ -9,9 +9,13 @@ Outputs ``hard_clusters`` (num_windows, num_local_speakers) int: global cluster 
 local speaker the constrained assignment left without a cluster.
 
 Exact mode (number of training embeddings ≤ ``max_embeddings``) reproduces pyannote 4.0.7's
-``VBxClustering`` / ``AgglomerativeClustering`` decisions. Above the cap, clustering runs on a
-deterministic time-stratified subsample of ``max_embeddings`` training embeddings, and every
-embedding is then assigned to the resulting centroids in blocks of windows.
+``VBxClustering`` / ``AgglomerativeClustering`` decisions. Above the cap only the agglomerative step
+(memory quadratic in its input) is bounded: a deterministic time-stratified subsample of
+``max_embeddings`` training embeddings are seeds, every training embedding joins its nearest seed,
+and the AHC runs on the seeds' cells weighted by their sizes (:func:`ahc_labels_extended`); VBx
+(memory linear in its input) then runs on all training embeddings from those clusters. The
+agglomerative option keeps the simpler form (AHC on the subsample). Every embedding is then assigned
+to the resulting centroids in blocks of windows.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class ClusteringResult:
     hard_clusters: np.ndarray  # (num_windows, num_local_speakers) int64, -2 = unassigned
     centroids: np.ndarray  # (num_clusters, dim) float64, row k = cluster k
     num_train: int  # training embeddings (active enough, not NaN)
-    num_clustered: int  # embeddings clustering actually ran on (== num_train unless subsampled)
+    num_clustered: int  # embeddings the agglomerative step ran on (== num_train unless subsampled)
 
     @property
     def subsampled(self) -> bool:
@@ -142,8 +146,79 @@ def assign_to_centroids(
     return _constrained_argmax(soft)
 
 
+def weighted_centroid_linkage(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Centroid-linkage dendrogram (scipy's ``Z`` format) of ``points`` that stand for ``weights``
+    observations each: a merged cluster's centroid is the weighted mean of its parts, the distance
+    between clusters the euclidean distance between centroids. With unit weights this is scipy's
+    ``linkage(points, "centroid")`` up to rounding and tie order. Holds an m × m float32 distance
+    matrix (what scipy's condensed float64 matrix takes) and each cluster's nearest neighbour."""
+    x = np.array(points, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64).copy()
+    m = x.shape[0]
+    Z = np.zeros((max(m - 1, 0), 4))
+    D = np.empty((m, m), np.float32)
+    for b in range(0, m, 1024):
+        D[b : b + 1024] = cdist(x[b : b + 1024], x)
+    np.fill_diagonal(D, np.inf)
+    active = np.ones(m, bool)
+    node = np.arange(m)  # scipy node id of the cluster held in each row
+    size = np.ones(m)  # observations (rows of the original input) below each row's node
+    nn = D.argmin(axis=1)
+    nd = D[np.arange(m), nn]
+    for step in range(m - 1):
+        a = int(np.argmin(nd))
+        b = int(nn[a])
+        Z[step] = (min(node[a], node[b]), max(node[a], node[b]), nd[a], size[a] + size[b])
+        x[a] = (w[a] * x[a] + w[b] * x[b]) / (w[a] + w[b])
+        w[a] += w[b]
+        size[a] += size[b]
+        node[a] = m + step
+        active[b] = False
+        D[b, :] = D[:, b] = nd[b] = np.inf
+        if step == m - 2:
+            break
+        da = np.where(active, np.linalg.norm(x - x[a], axis=1), np.inf).astype(np.float32)
+        da[a] = np.inf
+        D[a, :] = D[:, a] = da
+        # a moved and b is gone: clusters that pointed at either look again; others may now prefer a
+        stale = np.flatnonzero(active & ((nn == a) | (nn == b)))
+        stale = np.union1d(stale, [a])
+        nn[stale] = D[stale].argmin(axis=1)
+        nd[stale] = D[stale, nn[stale]]
+        closer = active & (da < nd)
+        nn[closer], nd[closer] = a, da[closer]
+    return Z
+
+
+def ahc_labels_extended(
+    normed: np.ndarray, subset: np.ndarray | None, threshold: float, block: int = 4096
+) -> np.ndarray:
+    """VBx's initial clusters: centroid-linkage AHC on unit-normalised embeddings cut at ``threshold``
+    -> 0-based labels (N,). AHC needs memory quadratic in its input, so with ``subset`` (indices of
+    seeds) every row first joins its nearest seed (euclidean, ``block`` rows at a time), and the AHC
+    runs on the seeds' cells: their centroids, weighted by the rows they hold
+    (:func:`weighted_centroid_linkage`) — the full AHC with its first, smallest merges taken as given."""
+    if subset is None or len(subset) >= normed.shape[0]:
+        dendrogram = linkage(normed, method="centroid", metric="euclidean")
+        labels = fcluster(dendrogram, threshold, criterion="distance") - 1
+        return np.unique(labels, return_inverse=True)[1]
+    seeds = normed[subset]
+    cell = np.empty(normed.shape[0], np.int64)
+    for b in range(0, normed.shape[0], block):
+        cell[b : b + block] = cdist(normed[b : b + block], seeds).argmin(axis=1)
+    cell[subset] = np.arange(len(subset))
+    counts = np.bincount(cell, minlength=len(subset)).astype(np.float64)
+    centroids = np.zeros_like(seeds, dtype=np.float64)
+    np.add.at(centroids, cell, normed)
+    centroids /= counts[:, None]
+    dendrogram = weighted_centroid_linkage(centroids, counts)
+    labels = fcluster(dendrogram, threshold, criterion="distance") - 1
+    return np.unique(labels[cell], return_inverse=True)[1]
+
+
 def _vbx_centroids(
     train: np.ndarray,
+    subset: np.ndarray | None,
     plda: PLDA,
     threshold: float,
     Fa: float,
@@ -152,16 +227,14 @@ def _vbx_centroids(
     min_clusters: float,
     max_clusters: float,
 ) -> tuple[np.ndarray, bool]:
-    """AHC (centroid linkage on unit-normalised embeddings, cut at ``threshold``) → VBx on PLDA
-    features → centroids = responsibility-weighted means of the speakers VBx kept; KMeans (k-means++,
-    3 inits, seed 42, on unit-normalised embeddings) when the count violates num/min/max.
+    """AHC (:func:`ahc_labels_extended`; on ``subset`` only when given) → VBx on the PLDA features of
+    all ``train`` rows → centroids = responsibility-weighted means of the speakers VBx kept; KMeans
+    (k-means++, 3 inits, seed 42, on unit-normalised embeddings) when the count violates num/min/max.
     Returns (centroids, forced) where forced means KMeans re-clustered."""
     from speechlib.diarization.vbx import cluster_vbx
 
     normed = train / np.linalg.norm(train, axis=1, keepdims=True)
-    dendrogram = linkage(normed, method="centroid", metric="euclidean")
-    ahc = fcluster(dendrogram, threshold, criterion="distance") - 1
-    _, ahc = np.unique(ahc, return_inverse=True)
+    ahc = ahc_labels_extended(normed, subset, threshold)
     features = plda(train)
     q, sp = cluster_vbx(ahc, features, plda.phi, Fa=Fa, Fb=Fb, max_iters=20)
     weights = q[:, sp > 1e-7]
@@ -204,9 +277,9 @@ def vbx_clustering(
     if n < 2:
         centroids = _mean_rows(train)
         return ClusteringResult(np.zeros((num_chunks, num_local), dtype=np.int64), centroids, n, n)
-    subset = stratified_subsample(n, max_embeddings) if max_embeddings else np.arange(n)
+    subset = stratified_subsample(n, max_embeddings) if max_embeddings and n > max_embeddings else None
     centroids, forced = _vbx_centroids(
-        train[subset], plda, threshold, Fa, Fb, num_speakers, min_speakers, max_speakers
+        train, subset, plda, threshold, Fa, Fb, num_speakers, min_speakers, max_speakers
     )
     seg = np.asarray(binary_segmentations)
     inactive = np.sum(seg, axis=1) == 0
@@ -217,7 +290,7 @@ def vbx_clustering(
         constrained=constrained_assignment and not forced,
         block_windows=block_windows,
     )
-    return ClusteringResult(hard, centroids, n, len(subset))
+    return ClusteringResult(hard, centroids, n, n if subset is None else len(subset))
 
 
 def _ahc_labels(
