@@ -202,6 +202,8 @@ def ahc_labels_extended(
         dendrogram = linkage(normed, method="centroid", metric="euclidean")
         labels = fcluster(dendrogram, threshold, criterion="distance") - 1
         return np.unique(labels, return_inverse=True)[1]
+    if len(subset) < 2:  # one seed: one cluster (a linkage needs two points)
+        return np.zeros(normed.shape[0], np.int64)
     seeds = normed[subset]
     cell = np.empty(normed.shape[0], np.int64)
     for b in range(0, normed.shape[0], block):
