@@ -2,8 +2,9 @@
 or a private Supabase Storage bucket (through supabase-py's ``storage3`` client).
 
 Paths are ``<user_id>/<session_id>/<file_id>.<ext>``: the first segment is the owner, which is what
-Supabase Storage policies key on. Writes stream from a file object and compute size and SHA-256 on
-the way; nothing holds a whole recording in memory.
+Supabase Storage policies key on. Writes stream from an iterable of byte chunks (an upload as it
+arrives) straight into the store, with a byte cap, computing size and SHA-256 on the way; reads
+stream out in chunks. Nothing holds a whole recording in memory or copies it to a temporary file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import os
 import tempfile
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -34,6 +36,49 @@ class BlobNotFound(Exception):
     pass
 
 
+class BlobTooLarge(Exception):
+    """The source yielded more than the cap: nothing was stored."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"blob is larger than {limit} bytes")
+        self.limit = limit
+
+
+Source = BinaryIO | Iterable[bytes]
+
+
+def _chunks_of(src: Source) -> Iterator[bytes]:
+    if hasattr(src, "read"):
+        while chunk := src.read(CHUNK):  # type: ignore[union-attr]
+            yield chunk
+    else:
+        yield from src  # type: ignore[misc]
+
+
+class _Hashing:
+    """Counts and hashes chunks as they pass; raises BlobTooLarge past ``max_bytes``."""
+
+    def __init__(self, src: Source, max_bytes: int | None):
+        self.src = src
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._h = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in _chunks_of(self.src):
+            if not chunk:
+                continue
+            self.size += len(chunk)
+            if self.max_bytes is not None and self.size > self.max_bytes:
+                raise BlobTooLarge(self.max_bytes)
+            self._h.update(chunk)
+            yield chunk
+
+    @property
+    def sha256(self) -> str:
+        return self._h.hexdigest()
+
+
 def _check_path(path: str) -> str:
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path:
@@ -50,10 +95,27 @@ class BlobStore(Protocol):
     backend: str
     bucket: str
 
-    def put(self, path: str, src: BinaryIO, content_type: str = "application/octet-stream") -> StoredBlob: ...
+    def put(
+        self,
+        path: str,
+        src: Source,
+        content_type: str = "application/octet-stream",
+        max_bytes: int | None = None,
+    ) -> StoredBlob:
+        """Store ``src`` (a file or an iterable of chunks) as it is read. Past ``max_bytes`` raises
+        BlobTooLarge and leaves nothing stored under ``path``."""
+        ...
+
+    def open_chunks(self, path: str) -> Iterator[bytes]:
+        """The blob's bytes in chunks. Raises BlobNotFound at once (before the first chunk)."""
+        ...
 
     def download_to(self, path: str, dst: BinaryIO) -> int:
         """Copy the blob into ``dst``; returns bytes written. Raises BlobNotFound."""
+        ...
+
+    def local_file(self, path: str) -> Path | None:
+        """The blob's file on this machine, if the backend keeps one (local), else None."""
         ...
 
     def exists(self, path: str) -> bool: ...
@@ -67,14 +129,12 @@ class BlobStore(Protocol):
         ...
 
 
-def _copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[int, str]:
-    h = hashlib.sha256()
+def _download_to(store: BlobStore, path: str, dst: BinaryIO) -> int:
     size = 0
-    while chunk := src.read(CHUNK):
-        h.update(chunk)
+    for chunk in store.open_chunks(path):
         dst.write(chunk)
         size += len(chunk)
-    return size, h.hexdigest()
+    return size
 
 
 class LocalBlobStore:
@@ -83,33 +143,57 @@ class LocalBlobStore:
     def __init__(self, root: Path, bucket: str):
         self.bucket = bucket
         self.root = Path(root).resolve() / bucket
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # recordings: owner only
+        for d in (self.root.parent, self.root):
+            if d.stat().st_mode & 0o077:
+                d.chmod(0o700)
 
     def _file(self, path: str) -> Path:
         return self.root / _check_path(path)
 
-    def put(self, path: str, src: BinaryIO, content_type: str = "application/octet-stream") -> StoredBlob:
+    def put(
+        self,
+        path: str,
+        src: Source,
+        content_type: str = "application/octet-stream",
+        max_bytes: int | None = None,
+    ) -> StoredBlob:
         target = self._file(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # write beside the target, then rename: a crash never leaves a half file under the real name
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # write beside the target (0600, mkstemp's mode), then rename: a crash never leaves a half
+        # file under the real name, and an over-cap upload leaves nothing.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        counted = _Hashing(src, max_bytes)
         try:
             with os.fdopen(fd, "wb") as out:
-                size, digest = _copy_hashing(src, out)
+                for chunk in counted:
+                    out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return StoredBlob(self.backend, self.bucket, path, size, digest)
+        return StoredBlob(self.backend, self.bucket, path, counted.size, counted.sha256)
 
-    def download_to(self, path: str, dst: BinaryIO) -> int:
+    def open_chunks(self, path: str) -> Iterator[bytes]:
         try:
-            with open(self._file(path), "rb") as f:
-                return _copy_hashing(f, dst)[0]
+            f = open(self._file(path), "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError as e:
             raise BlobNotFound(path) from e
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+
+        return chunks()
+
+    def download_to(self, path: str, dst: BinaryIO) -> int:
+        return _download_to(self, path, dst)
+
+    def local_file(self, path: str) -> Path | None:
+        return self._file(path)
 
     def exists(self, path: str) -> bool:
         return self._file(path).is_file()
@@ -164,29 +248,54 @@ class SupabaseBlobStore:
         self.ensure_bucket()
         return self._client.from_(self.bucket)
 
-    def put(self, path: str, src: BinaryIO, content_type: str = "application/octet-stream") -> StoredBlob:
+    def put(
+        self,
+        path: str,
+        src: Source,
+        content_type: str = "application/octet-stream",
+        max_bytes: int | None = None,
+    ) -> StoredBlob:
         _check_path(path)
-        # hash while spooling to a temp file, then let storage3 stream that file up
-        with tempfile.NamedTemporaryFile(prefix="blob-") as tmp:
-            size, digest = _copy_hashing(src, tmp)
-            tmp.flush()
-            self._api().upload(path, Path(tmp.name), {"content-type": content_type, "upsert": "true"})
-        return StoredBlob(self.backend, self.bucket, path, size, digest)
+        self.ensure_bucket()
+        # storage3's upload() wants a whole file or bytes; Storage's REST API takes a raw body, so
+        # the chunks go up as they arrive (chunked transfer encoding), hashed and counted on the way.
+        # Over the cap, the request is cut short: Storage never completes the object.
+        counted = _Hashing(src, max_bytes)
+        url = f"{self._base}object/{self.bucket}/{path}"
+        resp = self._http.post(
+            url, content=iter(counted), headers={"content-type": content_type, "x-upsert": "true"}
+        )
+        resp.raise_for_status()
+        return StoredBlob(self.backend, self.bucket, path, counted.size, counted.sha256)
 
-    def download_to(self, path: str, dst: BinaryIO) -> int:
+    def open_chunks(self, path: str) -> Iterator[bytes]:
         _check_path(path)
         self.ensure_bucket()
         # storage3's download() returns the whole body as bytes; stream the same endpoint instead.
         url = f"{self._base}object/{self.bucket}/{path}"
-        with self._http.stream("GET", url) as resp:
-            if resp.status_code in (400, 404):
-                raise BlobNotFound(path)
+        resp = self._http.send(self._http.build_request("GET", url), stream=True)
+        if resp.status_code in (400, 404):
+            resp.close()
+            raise BlobNotFound(path)
+        try:
             resp.raise_for_status()
-            size = 0
-            for chunk in resp.iter_bytes(CHUNK):
-                dst.write(chunk)
-                size += len(chunk)
-            return size
+        except Exception:
+            resp.close()
+            raise
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from resp.iter_bytes(CHUNK)
+            finally:
+                resp.close()
+
+        return chunks()
+
+    def download_to(self, path: str, dst: BinaryIO) -> int:
+        return _download_to(self, path, dst)
+
+    def local_file(self, path: str) -> Path | None:
+        return None
 
     def exists(self, path: str) -> bool:
         return self._api().exists(_check_path(path))

@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 
 from api.blobstore import BlobStore, make_blob_store
 from api.core.auth import Authenticator
-from api.core.config import Settings
+from api.core.config import BlobBackend, Settings, ensure_private_dir
+from api.core.ratelimit import AuthLimits
 from api.db.session import Database
 from api.db.types import utcnow
 from api.jobs.queue import JobQueue
@@ -28,11 +29,14 @@ class AppContext:
     live: LiveStore
     auth: Authenticator
     metrics: ApiMetrics
+    auth_limits: AuthLimits
     redis: object | None = None
     extras: dict = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
+        if not settings.database_url or settings.blob_backend is BlobBackend.local:
+            ensure_private_dir(settings.data_dir)  # SQLite file, blobs, JWT secret: owner only
         db = Database(settings.resolved_database_url, echo=settings.database_echo)
         redis_client = None
         if settings.redis_url:
@@ -54,6 +58,7 @@ class AppContext:
             live=live,
             auth=Authenticator(settings, db),
             metrics=metrics,
+            auth_limits=AuthLimits(settings),
             redis=redis_client,
         )
         metrics.watch_jobs(ctx.job_counts)

@@ -1,15 +1,17 @@
 """The api application: ``uvicorn api.main:create_app --factory`` (settings from the environment).
 
-Middleware order, outermost first: request id + metrics, CORS (only if origins are configured),
-authentication. Routes never see an unauthenticated request unless their path is public.
+Middleware order, outermost first: request id + metrics, body size limit, CORS (only if origins
+are configured), authentication. Routes never see an unauthenticated request unless their path is public.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -17,7 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import AppContext, _version
 from api.core.config import AuthMode, Settings, get_settings
-from api.core.middleware import REQUEST_ID_HEADER, AuthMiddleware, RequestContextMiddleware
+from api.core.middleware import (
+    REQUEST_ID_HEADER,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+)
 from api.routes import api_keys, auth, jobs, ops, sessions, users
 
 log = logging.getLogger("api")
@@ -37,6 +44,43 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": "internal server error", "request_id": request_id}, status_code=500, headers=headers
     )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 without the submitted values (``input``, ``ctx``): a body may carry a password."""
+    errors = [
+        {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+# What every authenticated route may answer besides its own codes; stated in the OpenAPI document so
+# generated clients (and the fuzzer in tests/api/test_fuzz.py) know them.
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"detail": {}, "request_id": {"type": ["string", "null"]}},
+            "required": ["detail"],
+        }
+    }
+}
+COMMON_RESPONSES = {
+    401: {"description": "missing, invalid or expired credentials", "content": _ERROR_BODY},
+    403: {"description": "the API key lacks a scope, or an access token is required", "content": _ERROR_BODY},
+    404: {"description": "no such resource owned by the caller", "content": _ERROR_BODY},
+    413: {"description": "request body over this route's limit", "content": _ERROR_BODY},
+}
+AUTH_RESPONSES = {
+    401: {"description": "wrong email or password", "content": _ERROR_BODY},
+    403: {"description": "registration disabled, or the account is disabled", "content": _ERROR_BODY},
+    409: {"description": "an account with this email exists", "content": _ERROR_BODY},
+    413: {"description": "request body too large", "content": _ERROR_BODY},
+    429: {"description": "too many attempts; see Retry-After", "content": _ERROR_BODY},
+    503: {"description": "too many sign-ins being checked at once; see Retry-After", "content": _ERROR_BODY},
+}
+UPLOAD_PATH = re.compile(r"^/api/v1/sessions/[^/]+/audio_files/?$")
+MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries and part headers around the file
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -68,9 +112,10 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
     app.add_exception_handler(Exception, _unhandled)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     if settings.auth_mode is AuthMode.embedded:
-        app.include_router(auth.router)
+        app.include_router(auth.router, responses=AUTH_RESPONSES)
     # Documentation only (the lock icons and "Authorize" in /docs): AuthMiddleware does the checking.
     documented_auth = [
         Security(HTTPBearer(auto_error=False, description="access token or API key (isk_...)"))
@@ -83,7 +128,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         jobs.router,
         jobs.tasks_router,
     ):
-        app.include_router(router, dependencies=documented_auth)
+        app.include_router(router, dependencies=documented_auth, responses=COMMON_RESPONSES)
     app.include_router(ops.router)
 
     # add_middleware wraps: the last added is the outermost.
@@ -98,5 +143,11 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             expose_headers=["X-Request-ID", "X-Total-Count"],
             max_age=600,
         )
+    upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_body_bytes,
+        limits=[("POST", UPLOAD_PATH, upload_limit)],
+    )
     app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
     return app

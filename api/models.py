@@ -64,7 +64,10 @@ class JobStatus(str, enum.Enum):
     cancelled = "cancelled"
 
 
-TERMINAL_JOB_STATUSES = frozenset({JobStatus.completed, JobStatus.failed, JobStatus.cancelled})
+# The statuses a job never leaves, as the stored strings (JobStatus members compare equal to them).
+TERMINAL_JOB_STATUSES: frozenset[str] = frozenset(
+    s.value for s in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled)
+)
 
 DEFAULT_SESSION_TITLE = "未命名录音"  # the original's default ("untitled recording")
 DEFAULT_LANGUAGE = "zh-CN"

@@ -3,18 +3,62 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from api.core.security import Scope
 from api.models import DEFAULT_LANGUAGE, JobStatus, SessionStatus
 
 _LANGUAGE = re.compile(r"^(auto|[a-z]{2,3}(-[A-Za-z0-9]{2,8})*)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# NUL and lone surrogates: PostgreSQL text/jsonb cannot hold them, and UTF-8 cannot encode the latter.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+# Bounds on what a user may store (every list and profile read returns it).
+MAX_TAGS = 50
+MAX_TAG_CHARS = 64
+MAX_METADATA_BYTES = 16 * 1024
+MAX_PREFERENCES_BYTES = 8 * 1024
+MAX_JSON_DEPTH = 8
+MAX_OFFSET = 2**31 - 1  # far beyond any real list; keeps OFFSET inside the database's integer range
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+
+
+def _storable(v: str) -> str:
+    if _UNSTORABLE.search(v):
+        raise ValueError("text must not contain NUL characters or unpaired UTF-16 surrogates")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+"""A string the database can store (no NUL, no lone surrogate)."""
+
+
+def _to_utc(v: datetime) -> datetime:
+    try:
+        return v.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise ValueError("datetime is out of range once converted to UTC (years 1-9999)") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""An ISO 8601 datetime with a timezone (``Z`` or an offset), stored as UTC."""
 
 
 def _check_language(v: str | None) -> str | None:
@@ -23,16 +67,67 @@ def _check_language(v: str | None) -> str | None:
     return v
 
 
+Language = Annotated[
+    str,
+    StringConstraints(max_length=16, pattern=_LANGUAGE.pattern),
+    AfterValidator(_check_language),
+]
+
+
+def _check_json(value: Any, max_bytes: int, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _storable(str(k))
+            _check_json(v, max_bytes, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_json(v, max_bytes, depth + 1)
+    elif isinstance(value, str):
+        _storable(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite")
+
+
+def bounded_json(value: Any, max_bytes: int) -> Any:
+    """Refuse JSON that is too deep, too large once serialised, or that the database cannot store."""
+    _check_json(value, max_bytes)
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace"))
+    if size > max_bytes:
+        raise ValueError(f"JSON is {size} bytes; the limit is {max_bytes}")
+    return value
+
+
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(lambda v: bounded_json(v, MAX_METADATA_BYTES)),
+    Field(
+        description=f"any JSON object, at most {MAX_METADATA_BYTES} bytes and {MAX_JSON_DEPTH} levels deep"
+    ),
+]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS), AfterValidator(_storable)]
+
+
+def _omitted_not_null(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def OptionalField(**kwargs: Any) -> Any:  # noqa: N802 - reads like pydantic's Field
+    """A field that may be left out (unchanged) but not sent as null."""
+    return Field(None, json_schema_extra=_omitted_not_null, **kwargs)
+
+
 class Message(BaseModel):
     message: str
 
 
 # --------------------------------------------------------------------------------------- auth
 class RegisterIn(BaseModel):
-    email: str = Field(max_length=320)
-    password: str = Field(min_length=8, max_length=1024)
-    username: str | None = Field(None, max_length=100)
-    full_name: str | None = Field(None, max_length=200)
+    email: str = Field(max_length=320, json_schema_extra={"format": "email"})
+    password: str = Field(min_length=8, max_length=1024, description="checked for strength (zxcvbn)")
+    username: Text | None = Field(None, max_length=100)
+    full_name: Text | None = Field(None, max_length=200)
 
     @field_validator("email")
     @classmethod
@@ -44,7 +139,7 @@ class RegisterIn(BaseModel):
 
 
 class LoginIn(BaseModel):
-    email: str = Field(max_length=320)
+    email: Text = Field(max_length=320)
     password: str = Field(max_length=1024)
 
 
@@ -65,29 +160,61 @@ class TokenOut(BaseModel):
 
 # --------------------------------------------------------------------------------------- users
 class Preferences(BaseModel):
+    """Stored preferences. Lenient on read: a stored value that no longer validates falls back to
+    its default, so a profile read never fails on stored data."""
+
     model_config = ConfigDict(extra="allow")
 
     default_language: str = DEFAULT_LANGUAGE
     default_template_id: uuid.UUID | None = None
     auto_summary: bool = False
 
-    _lang = field_validator("default_language")(_check_language)
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return {}
+        data = dict(data)
+        lang = data.get("default_language")
+        if not isinstance(lang, str) or not _LANGUAGE.match(lang):
+            data.pop("default_language", None)
+        if not isinstance(data.get("auto_summary", False), bool):
+            data.pop("auto_summary", None)
+        try:
+            if data.get("default_template_id") is not None:
+                uuid.UUID(str(data["default_template_id"]))
+        except ValueError:
+            data.pop("default_template_id", None)
+        return data
 
 
 class PreferencesIn(BaseModel):
+    """A merge: only the keys sent change. Extra keys are kept (JSON, bounded in size and depth)."""
+
     model_config = ConfigDict(extra="allow")
 
-    default_language: str | None = None
+    default_language: Language = OptionalField()
     default_template_id: uuid.UUID | None = None
-    auto_summary: bool | None = None
+    auto_summary: bool = OptionalField()
 
-    _lang = field_validator("default_language")(_check_language)
+    @model_validator(mode="after")
+    def _bounded(self) -> PreferencesIn:
+        bounded_json(self.model_dump(mode="json", exclude_unset=True), MAX_PREFERENCES_BYTES)
+        return self
+
+
+def _web_url(v: str | None) -> str | None:
+    if v is not None and v != "" and not re.match(r"^https?://[^\s/]+", v, re.IGNORECASE):
+        raise ValueError("avatar_url must be an http:// or https:// URL")
+    return v
 
 
 class ProfileIn(BaseModel):
-    username: str | None = Field(None, max_length=100)
-    full_name: str | None = Field(None, max_length=200)
-    avatar_url: str | None = Field(None, max_length=2000)
+    username: Text | None = Field(None, max_length=100)
+    full_name: Text | None = Field(None, max_length=200)
+    avatar_url: Annotated[Text | None, AfterValidator(_web_url)] = Field(
+        None, max_length=2000, json_schema_extra={"format": "uri"}
+    )
 
 
 class UserProfileOut(BaseModel):
@@ -106,32 +233,34 @@ class UserProfileOut(BaseModel):
 
 # --------------------------------------------------------------------------------------- sessions
 class SessionCreate(BaseModel):
-    title: str | None = Field(None, max_length=500)
-    description: str | None = Field(None, max_length=10000)
-    language: str | None = Field(None, description="default: the user's default_language preference")
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    title: Text | None = Field(None, max_length=500)
+    description: Text | None = Field(None, max_length=10000)
+    language: Language | None = Field(None, description="default: the user's default_language preference")
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     template_id: uuid.UUID | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    _lang = field_validator("language")(_check_language)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class SessionUpdate(BaseModel):
-    title: str | None = Field(None, max_length=500)
-    description: str | None = Field(None, max_length=10000)
-    status: SessionStatus | None = None
-    language: str | None = None
-    tags: list[str] | None = Field(None, max_length=50)
-    template_id: uuid.UUID | None = None
-    metadata: dict[str, Any] | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    duration_seconds: float | None = Field(None, ge=0)
+    """Partial update: a field left out is unchanged. ``status``, ``language``, ``tags`` and
+    ``metadata`` cannot be null; the other nullable fields are cleared by null."""
 
-    _lang = field_validator("language")(_check_language)
+    title: Text | None = Field(None, max_length=500)
+    description: Text | None = Field(None, max_length=10000)
+    status: SessionStatus = OptionalField()
+    language: Language = OptionalField()
+    tags: list[Tag] = OptionalField(max_length=MAX_TAGS)
+    template_id: uuid.UUID | None = None
+    metadata: Metadata = OptionalField()
+    started_at: UtcDatetime | None = None
+    ended_at: UtcDatetime | None = None
+    duration_seconds: float | None = Field(None, ge=0, le=MAX_DURATION_SECONDS, allow_inf_nan=False)
 
 
 class SessionOut(BaseModel):
+    """Lenient on read (null tags or metadata, a non-finite duration read as empty), so one odd row
+    can never make its owner's list fail."""
+
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
     id: uuid.UUID
@@ -148,6 +277,21 @@ class SessionOut(BaseModel):
     duration_seconds: float | None
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> Any:
+        return [str(t) for t in v] if isinstance(v, list | tuple) else []
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, v: Any) -> Any:
+        return v if isinstance(v, dict) else {}
+
+    @field_validator("duration_seconds", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return v if isinstance(v, int | float) and math.isfinite(v) else None
 
 
 # --------------------------------------------------------------------------------------- audio
@@ -179,10 +323,20 @@ class SignedUrlOut(BaseModel):
 
 
 # --------------------------------------------------------------------------------------- api keys
+DEFAULT_API_KEY_DAYS = 90
+
+
 class ApiKeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(default_factory=lambda: sorted(Scope.ALL))
-    expires_in_days: int | None = Field(None, ge=1, le=3650)
+    name: Text = Field(min_length=1, max_length=200)
+    scopes: list[Literal[tuple(sorted(Scope.ALL))]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: sorted(Scope.ALL), min_length=1, max_length=len(Scope.ALL) * 4
+    )
+    expires_in_days: int = Field(
+        DEFAULT_API_KEY_DAYS,
+        ge=1,
+        le=3650,
+        description=f"days until the key expires (default {DEFAULT_API_KEY_DAYS})",
+    )
 
     @field_validator("scopes")
     @classmethod

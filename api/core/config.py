@@ -76,7 +76,19 @@ class Settings(BaseSettings):
     jwt_audience: str = "authenticated"
     jwt_issuer: str = ""  # verified when set; embedded tokens carry it (default "intrascribe")
     access_token_expire_seconds: int = 3600
+    # embedded tokens whose exp - iat exceeds this are refused, whatever they say
+    max_token_lifetime_seconds: int = 24 * 3600
     allow_registration: bool = True
+    password_min_score: int = Field(3, ge=0, le=4)  # zxcvbn's 0-4 strength estimate, offline
+
+    # --- brute-force limits (limits' string syntax, ";" between tiers; counts in Redis when set)
+    # failed logins per (client address, account): each tier is a longer back-off
+    login_failure_limits: str = "10/minute;20/hour;50/day"
+    # every login / registration attempt per client address
+    login_attempt_limits: str = "60/minute;600/hour"
+    register_limits: str = "5/minute;20/hour"
+    password_hash_concurrency: int = Field(4, ge=1)  # argon2 hashes computed at once (~64 MiB each)
+    password_hash_wait_seconds: float = 10.0  # then 503 + Retry-After
     supabase_url: str = ""
     supabase_jwks_url: str = ""  # default <SUPABASE_URL>/auth/v1/.well-known/jwks.json
     supabase_service_role_key: SecretStr = SecretStr("")
@@ -88,6 +100,11 @@ class Settings(BaseSettings):
     storage_url: str = ""  # default <SUPABASE_URL>/storage/v1
     signed_url_expire_seconds: int = 3600
     max_upload_bytes: int = 4 * 1024**3
+    max_body_bytes: int = 1024 * 1024  # every request body except uploads
+
+    # --- Server-Sent Events (job progress)
+    sse_max_streams_per_user: int = Field(8, ge=1)
+    sse_max_stream_seconds: float = 3600.0  # a client reconnects with Last-Event-ID
 
     # --- HTTP surface
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -104,6 +121,24 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     _split = field_validator("cors_origins", "triton_models", "health_optional", mode="before")(_split_csv)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard_with_credentials(cls, v: list[str]) -> list[str]:
+        # CORS responses here allow credentials; with "*" Starlette reflects any origin, which would
+        # let every website call the api with a visitor's cookies or stored token.
+        if "*" in v:
+            raise ValueError("CORS_ORIGINS=* is refused (credentials are allowed): list the origins")
+        return v
+
+    @field_validator("login_failure_limits", "login_attempt_limits", "register_limits")
+    @classmethod
+    def _rate_limits(cls, v: str) -> str:
+        from limits import parse_many
+
+        parse_many(v)  # raises ValueError on a typo, at start-up
+        return v
+
     _empty_is_default = field_validator("queue_sqlite_path", "blob_dir", mode="before")(
         lambda v: None if v == "" else v
     )
@@ -154,12 +189,14 @@ class Settings(BaseSettings):
         path = self.data_dir / "jwt_secret"
         if path.exists():
             return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # api and worker may start together: write a private temp file, then link it into place,
-        # which fails if the other process won; both then read the one file that exists.
+        ensure_private_dir(path.parent)
+        # api and worker may start together: write a private temp file (created 0600, never
+        # readable by others for an instant), then link it into place, which fails if the other
+        # process won; both then read the one file that exists.
         tmp = path.with_name(f".jwt_secret.{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_urlsafe(48))
-        tmp.chmod(0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -167,6 +204,13 @@ class Settings(BaseSettings):
         finally:
             tmp.unlink()
         return path.read_text().strip()
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` readable by its owner only (database, blobs, secrets live there)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def get_settings() -> Settings:

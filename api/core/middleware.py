@@ -12,6 +12,7 @@ import time
 import uuid
 
 import anyio
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.core.auth import Authenticator
 from api.core.security import AuthError
@@ -81,6 +82,83 @@ class RequestContextMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], path, str(status_holder["status"])).inc()
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """An HTTP 413, so FastAPI's body parsing re-raises it and the app's handler answers it."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body is larger than this route's limit of {limit} bytes")
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over a per-route limit: by ``Content-Length`` before reading a byte,
+    and by counting bytes as the body streams in (chunked bodies, lying headers). ``limits`` is a
+    list of (method, path regex, bytes); other requests get ``default_limit``.
+
+    Past the limit, ``receive`` raises :class:`BodyTooLarge`; a route that reads the body itself
+    (uploads) lets it propagate, and it is answered here with 413 if no response has started."""
+
+    def __init__(self, app, default_limit: int, limits: list[tuple[str, re.Pattern[str], int]]):
+        self.app = app
+        self.default_limit = default_limit
+        self.limits = limits
+
+    def limit_for(self, method: str, path: str) -> int:
+        for m, pattern, limit in self.limits:
+            if m == method and pattern.match(path):
+                return limit
+        return self.default_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"], scope["path"])
+        _state(scope)["body_limit"] = limit
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > limit
+            except ValueError:
+                await send_json(send, 400, {"detail": "invalid Content-Length"})
+                return
+            if too_large:
+                await _too_large(send, limit, close=True)
+                return
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge as e:
+            if started:
+                raise
+            await _too_large(send, e.limit, close=True)
+
+
+async def _too_large(send, limit: int, close: bool) -> None:
+    headers = [(b"connection", b"close")] if close else []
+    await send_json(
+        send, 413, {"detail": f"request body is larger than this route's limit of {limit} bytes"}, headers
+    )
 
 
 class AuthMiddleware:

@@ -96,6 +96,22 @@ def hash_password(password: str) -> str:
     return _password_hash.hash(password)
 
 
+def password_problem(password: str, min_score: int, user_inputs: list[str]) -> str | None:
+    """Why ``password`` is too weak (zxcvbn's offline estimate below ``min_score`` of 0-4), or None.
+    ``user_inputs`` (email, name) count as known words."""
+    if min_score <= 0:
+        return None
+    from zxcvbn import zxcvbn
+
+    # zxcvbn's cost grows with length; a long password is checked on its first 100 characters
+    result = zxcvbn(password[:100], user_inputs=[u for u in user_inputs if u])
+    if result["score"] >= min_score:
+        return None
+    feedback = result.get("feedback") or {}
+    hint = feedback.get("warning") or " ".join(feedback.get("suggestions") or []) or "use a longer passphrase"
+    return f"password is too weak (strength {result['score']}/4, need {min_score}): {hint}"
+
+
 def verify_password(password: str, hashed: str | None) -> bool:
     """Constant-work check: verifies against a dummy hash when there is no user."""
     if hashed is None:
@@ -157,14 +173,18 @@ class TokenVerifier:
             key = signing_key.key
         else:
             raise AuthError("algorithm_not_allowed")
-        options = {"require": ["exp", "sub", "aud"], "verify_iss": bool(self.settings.jwt_issuer)}
+        # Our own tokens always carry our issuer; a Supabase project's is checked when configured.
+        embedded = self.settings.auth_mode is AuthMode.embedded
+        issuer = self.settings.token_issuer if embedded else (self.settings.jwt_issuer or None)
+        required = ["exp", "sub", "aud", *(["iat", "iss"] if embedded else [])]
+        options = {"require": required, "verify_iss": issuer is not None}
         try:
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=[alg],
                 audience=self.settings.jwt_audience,
-                issuer=self.settings.jwt_issuer or None,
+                issuer=issuer,
                 options=options,
                 leeway=5,
             )
@@ -178,6 +198,8 @@ class TokenVerifier:
             raise AuthError("bad_signature") from e
         except jwt.PyJWTError as e:
             raise AuthError("invalid_token") from e
+        if embedded and int(claims["exp"]) - int(claims["iat"]) > self.settings.max_token_lifetime_seconds:
+            raise AuthError("lifetime_too_long")
         try:
             uuid.UUID(str(claims["sub"]))
         except ValueError as e:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import mimetypes
+import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import BinaryIO
@@ -26,10 +30,20 @@ class AudioInfo:
     format: str | None = None
 
 
+PROBE_HEAD_BYTES = 256 * 1024
+MAX_DURATION_SECONDS = 9_999_999.0  # the column is NUMERIC(10, 3); a forged header may claim more
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,40}/[A-Za-z0-9!#$&^_.+-]{1,59}$")
+
+
+def _plausible(duration: float | None) -> bool:
+    return duration is not None and math.isfinite(duration) and 0 <= duration <= MAX_DURATION_SECONDS
+
+
 def probe(src: BinaryIO) -> AudioInfo:
     """Duration, rate and channels from the container header (libsndfile: WAV, FLAC, OGG, MP3...).
-    Unknown formats (e.g. WebM/Opus from browsers) give an empty AudioInfo; the decoder that the
-    transcription job runs (ffmpeg) handles those."""
+    Unknown formats (e.g. WebM/Opus from browsers) give an empty AudioInfo; nothing here decodes
+    audio (the transcription job will)."""
     try:
         import soundfile
 
@@ -43,24 +57,46 @@ def probe(src: BinaryIO) -> AudioInfo:
         src.seek(0)
 
 
+def _keeping_head(chunks: Iterable[bytes], head: bytearray) -> Iterator[bytes]:
+    for chunk in chunks:
+        if len(head) < PROBE_HEAD_BYTES:
+            head += chunk[: PROBE_HEAD_BYTES - len(head)]
+        yield chunk
+
+
+def _probe_stored(blobs: BlobStore, path: str, head: bytes) -> AudioInfo:
+    local = blobs.local_file(path)
+    if local is not None:
+        with open(local, "rb") as f:
+            return probe(f)
+    return probe(io.BytesIO(head))  # remote store: the header is in the first bytes
+
+
 def store_audio(
     s: Session,
     blobs: BlobStore,
     session: RecordingSession,
-    src: BinaryIO,
+    chunks: Iterable[bytes],
     filename: str | None,
     content_type: str | None,
+    max_bytes: int | None = None,
 ) -> AudioFile:
-    """Write the blob, then its row (caller commits). If the row fails, the blob is removed."""
+    """Stream the bytes into the blob store (BlobTooLarge past ``max_bytes``: nothing stored), then
+    write its row (caller commits). If the row fails, the blob is removed."""
     file_id = uuid.uuid4()
+    # what the client said is stored and shown back: keep it storable and within the columns
+    filename = _UNSTORABLE.sub("", filename)[:500] if filename else None
+    if content_type and not _MEDIA_TYPE.match(content_type):
+        content_type = None
     ext = (
         PurePath(filename or "").suffix.lstrip(".")
         or (mimetypes.guess_extension(content_type or "") or ".bin")[1:]
     )
     mime = content_type or mimetypes.guess_type(filename or "")[0] or "application/octet-stream"
-    info = probe(src)
     path = blob_path(session.user_id, session.id, file_id, ext)
-    stored = blobs.put(path, src, mime)
+    head = bytearray()
+    stored = blobs.put(path, _keeping_head(chunks, head), mime, max_bytes=max_bytes)
+    info = _probe_stored(blobs, stored.path, bytes(head))
     row = AudioFile(
         id=file_id,
         session_id=session.id,
@@ -71,7 +107,7 @@ def store_audio(
         storage_path=stored.path,
         file_size_bytes=stored.size,
         file_hash=stored.sha256,
-        duration_seconds=round(info.duration_seconds, 3) if info.duration_seconds is not None else None,
+        duration_seconds=round(info.duration_seconds, 3) if _plausible(info.duration_seconds) else None,
         sample_rate=info.sample_rate,
         channels=info.channels,
         format=info.format or ext.lower(),

@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, Text, any_, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from api.blobstore import BlobStore
@@ -72,23 +72,23 @@ def list_query(
     return query, tag
 
 
+def _has_tag(dialect: str, tag: str):
+    """tags are text[] on Postgres (``tag = ANY(tags)``) and a JSON list on SQLite (json_each)."""
+    if dialect == "postgresql":
+        return literal(tag, Text()) == any_(RecordingSession.tags)
+    each = func.json_each(RecordingSession.tags).table_valued("value")
+    return exists(select(1).select_from(each).where(each.c.value == tag))
+
+
 def list_sessions(s: Session, user_id: uuid.UUID, *, limit: int, offset: int, **filters: Any):
     query, tag = list_query(user_id, **filters)
-    if tag is None:
-        total = s.scalar(select(func.count()).select_from(query.subquery()))
-        rows = s.scalars(
-            query.order_by(RecordingSession.created_at.desc(), RecordingSession.id)
-            .limit(limit)
-            .offset(offset)
-        ).all()
-        return rows, total
-    # tags are text[] on Postgres and JSON on SQLite: filter in Python (a user's sessions, bounded)
-    rows = [
-        r
-        for r in s.scalars(query.order_by(RecordingSession.created_at.desc(), RecordingSession.id))
-        if tag in (r.tags or [])
-    ]
-    return rows[offset : offset + limit], len(rows)
+    if tag is not None:
+        query = query.where(_has_tag(s.get_bind().dialect.name, tag))
+    total = s.scalar(select(func.count()).select_from(query.subquery()))
+    rows = s.scalars(
+        query.order_by(RecordingSession.created_at.desc(), RecordingSession.id).limit(limit).offset(offset)
+    ).all()
+    return rows, total
 
 
 def cancel_session_jobs(s: Session, session_id: uuid.UUID) -> list[uuid.UUID]:

@@ -21,11 +21,10 @@ from sqlalchemy.orm import Session
 
 from api.db.session import Database
 from api.db.types import utcnow
-from api.models import TERMINAL_JOB_STATUSES, Job, JobEvent, JobStatus
+from api.models import Job, JobEvent, JobStatus
 
 QUEUED, RUNNING = JobStatus.queued.value, JobStatus.running.value
 COMPLETED, FAILED, CANCELLED = JobStatus.completed.value, JobStatus.failed.value, JobStatus.cancelled.value
-TERMINAL = tuple(s.value for s in TERMINAL_JOB_STATUSES)
 
 
 def job_error(code: str, message: str) -> dict[str, str]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import threading
+import time
 import uuid
 from typing import Annotated
 
@@ -15,9 +18,9 @@ from sqlalchemy import select
 from api.core.security import Principal, Scope
 from api.db.types import utcnow
 from api.deps import DB, Ctx, require_scopes
-from api.jobs.store import TERMINAL, JobStore
-from api.models import Job, JobStatus
-from api.schemas import JobOut, TaskStatusOut
+from api.jobs.store import JobStore
+from api.models import TERMINAL_JOB_STATUSES, Job, JobStatus
+from api.schemas import MAX_OFFSET, JobOut, TaskStatusOut, Text
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 tasks_router = APIRouter(prefix="/api/v2/tasks", tags=["jobs"])
@@ -41,10 +44,10 @@ def list_jobs(
     db: DB,
     principal: Reader,
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
-    kind: str | None = None,
+    kind: Annotated[Text | None, Query(max_length=100)] = None,
     session_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Job]:
     query = select(Job).where(Job.user_id == principal.user_id)
     if status_:
@@ -63,7 +66,7 @@ def get_job(job_id: uuid.UUID, db: DB, principal: Reader) -> Job:
 
 def _cancel(db, principal: Principal, job_id: uuid.UUID) -> Job:
     job = _owned(db, principal, job_id)
-    if job.status in TERMINAL:
+    if job.status in TERMINAL_JOB_STATUSES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")
     JobStore.request_cancel(db, job_id)
     db.commit()
@@ -86,11 +89,46 @@ def _sse(event_id: int | None, event: str, data: dict) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
+class StreamSlots:
+    """Open SSE streams per user in this process, capped (each holds a connection and polls)."""
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self._open: dict[uuid.UUID, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, user_id: uuid.UUID) -> bool:
+        with self._lock:
+            if self._open.get(user_id, 0) >= self.per_user:
+                return False
+            self._open[user_id] = self._open.get(user_id, 0) + 1
+            return True
+
+    def release(self, user_id: uuid.UUID) -> None:
+        with self._lock:
+            left = self._open.get(user_id, 0) - 1
+            if left > 0:
+                self._open[user_id] = left
+            else:
+                self._open.pop(user_id, None)
+
+
+def _stream_slots(ctx) -> StreamSlots:
+    slots = ctx.extras.get("sse_slots")
+    if slots is None:
+        slots = ctx.extras.setdefault("sse_slots", StreamSlots(ctx.settings.sse_max_streams_per_user))
+    return slots
+
+
+_EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+
+
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events; see docs/jobs.md"}
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events; see docs/jobs.md"},
+        429: {"description": "too many open event streams for this user (SSE_MAX_STREAMS_PER_USER)"},
     },
 )
 async def job_events(
@@ -98,11 +136,12 @@ async def job_events(
     request: Request,
     ctx: Ctx,
     principal: Reader,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ):
     """Server-Sent Events: a ``snapshot`` of the job, then its ``status`` and ``progress`` events
     (``id`` = event sequence number; reconnect with ``Last-Event-ID`` to resume without gaps).
-    The stream ends after a terminal status (completed, failed, cancelled)."""
+    The stream ends after a terminal status (completed, failed, cancelled), at once if the job had
+    already finished, and after SSE_MAX_STREAM_SECONDS (reconnect to go on)."""
 
     def load():
         with ctx.db.session() as s:
@@ -114,39 +153,52 @@ async def job_events(
     snapshot, last_id = await anyio.to_thread.run_sync(load)
     if snapshot is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")
+    # Last-Event-ID is the client's echo of an id we sent: anything else is ignored (full replay);
+    # an id beyond the newest event resumes from the newest.
     resume_from: int | None = None
-    if last_event_id is not None:
-        try:
-            resume_from = max(0, int(last_event_id))
-        except ValueError:
-            resume_from = None
+    if last_event_id is not None and _EVENT_ID.match(last_event_id.strip()):
+        resume_from = min(int(last_event_id.strip()), last_id)
+    slots = _stream_slots(ctx)
+    if not slots.acquire(principal.user_id):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many open event streams (limit {slots.per_user}); close one",
+            headers={"Retry-After": "5"},
+        )
+    deadline = time.monotonic() + ctx.settings.sse_max_stream_seconds
+    finished = snapshot["status"] in TERMINAL_JOB_STATUSES
 
     async def stream():
-        after = last_id
-        if resume_from is None:
-            yield _sse(last_id, "snapshot", snapshot)
-            if snapshot["status"] in TERMINAL:
-                return
-        else:
-            after = resume_from
-        idle = 0.0
-        while True:
-            if await request.is_disconnected():
-                return
-            events = await anyio.to_thread.run_sync(ctx.jobs.events_after, job_id, after)
-            for ev in events:
-                after = ev.id
-                yield _sse(ev.id, ev.type, ev.data)
-                if ev.type == "status" and ev.data.get("status") in TERMINAL:
+        try:
+            after = last_id
+            if resume_from is None:
+                yield _sse(last_id, "snapshot", snapshot)
+                if finished:
                     return
-            if events:
-                idle = 0.0
-                continue
-            await asyncio.sleep(SSE_POLL_SECONDS)
-            idle += SSE_POLL_SECONDS
-            if idle >= SSE_KEEPALIVE_SECONDS:
-                idle = 0.0
-                yield b": keep-alive\n\n"
+            else:
+                after = resume_from
+            idle = 0.0
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    return
+                events = await anyio.to_thread.run_sync(ctx.jobs.events_after, job_id, after)
+                for ev in events:
+                    after = ev.id
+                    yield _sse(ev.id, ev.type, ev.data)
+                    if ev.type == "status" and ev.data.get("status") in TERMINAL_JOB_STATUSES:
+                        return
+                if events:
+                    idle = 0.0
+                    continue
+                if finished:  # resumed past the job's last event: nothing more will come
+                    return
+                await asyncio.sleep(SSE_POLL_SECONDS)
+                idle += SSE_POLL_SECONDS
+                if idle >= SSE_KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    yield b": keep-alive\n\n"
+        finally:
+            slots.release(principal.user_id)
 
     return StreamingResponse(
         stream(),

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from api.context import AppContext, _version
 from api.core.auth import PUBLIC_PATHS
+from api.core.security import AuthError
 from api.deps import Ctx
 
 router = APIRouter(tags=["operations"])
@@ -107,9 +108,43 @@ async def _llm(ctx: AppContext, client: httpx.AsyncClient) -> dict[str, Any]:
         return _check(DOWN, started, error=type(e).__name__)
 
 
-@router.get("/health")
-async def health(ctx: Ctx) -> JSONResponse:
-    """200 when every required dependency is healthy, else 503; one entry per dependency."""
+def _is_operator(request: Request, ctx: AppContext) -> bool:
+    if ctx.settings.operator_endpoints_public:
+        return True
+    try:
+        ctx.auth.check_operator(request.headers.get("authorization"))
+    except AuthError:
+        return False
+    return True
+
+
+_HEALTH_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                "failing": {"type": "array", "items": {"type": "string"}},
+                "version": {"type": "string"},
+                "checks": {"type": "object"},
+            },
+        }
+    }
+}
+
+
+@router.get(
+    "/health",
+    responses={
+        200: {"description": "every required dependency is healthy", "content": _HEALTH_BODY},
+        503: {"description": "a required dependency is down", "content": _HEALTH_BODY},
+    },
+)
+async def health(request: Request, ctx: Ctx) -> JSONResponse:
+    """200 when every required dependency is healthy, else 503. Anyone gets ``{"status"}``; with
+    the operator token (``Authorization: Bearer $OPERATOR_TOKEN``) the body also names the failing
+    dependencies, the version and one entry per dependency (URLs, revision, error classes)."""
     timeout = ctx.settings.health_timeout_seconds
     async with httpx.AsyncClient(timeout=timeout) as client:
 
@@ -136,12 +171,9 @@ async def health(ctx: Ctx) -> JSONResponse:
     for name, c in checks.items():
         if c["status"] != NOT_CONFIGURED:
             ctx.metrics.dependency_up.labels(name).set(1 if c["status"] == OK else 0)
-    body = {
-        "status": "ok" if not failing else "unavailable",
-        "failing": failing,
-        "version": _version(),
-        "checks": checks,
-    }
+    body: dict[str, Any] = {"status": "ok" if not failing else "unavailable"}
+    if _is_operator(request, ctx):
+        body.update(failing=failing, version=_version(), checks=checks)
     return JSONResponse(body, status_code=200 if not failing else 503)
 
 

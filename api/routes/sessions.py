@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-import tempfile
 import uuid
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
+import anyio
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from api.blobstore import BlobNotFound, BlobTooLarge
 from api.core.security import Principal, Scope
 from api.crud import audio as audio_crud
 from api.crud import sessions as crud
 from api.deps import DB, Ctx, require_scopes
-from api.models import DEFAULT_LANGUAGE, DEFAULT_SESSION_TITLE, RecordingSession, SessionStatus
-from api.schemas import AudioFileOut, Message, SessionCreate, SessionOut, SessionUpdate, SignedUrlOut
+from api.models import DEFAULT_LANGUAGE, DEFAULT_SESSION_TITLE, AudioFile, RecordingSession, SessionStatus
+from api.schemas import (
+    MAX_OFFSET,
+    AudioFileOut,
+    Language,
+    Message,
+    SessionCreate,
+    SessionOut,
+    SessionUpdate,
+    SignedUrlOut,
+    Tag,
+    Text,
+    UtcDatetime,
+)
+from api.uploads import MultipartFileStream, UploadError, multipart_boundary
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 audio_router = APIRouter(prefix="/api/v1/audio-files", tags=["sessions"])
@@ -58,13 +71,13 @@ def list_sessions(
     principal: Reader,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status_: Annotated[list[SessionStatus] | None, Query(alias="status")] = None,
-    language: str | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="substring of title or description")] = None,
-    tag: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    language: Annotated[Language | None, Query()] = None,
+    q: Annotated[Text | None, Query(max_length=200, description="substring of title or description")] = None,
+    tag: Annotated[Tag | None, Query()] = None,
+    created_after: Annotated[UtcDatetime | None, Query()] = None,
+    created_before: Annotated[UtcDatetime | None, Query()] = None,
 ) -> list[RecordingSession]:
     """Newest first. The total count (for pagination) is in the ``X-Total-Count`` header."""
     rows, total = crud.list_sessions(
@@ -132,46 +145,106 @@ def list_audio_files(session_id: uuid.UUID, db: DB, principal: Reader):
     return audio_crud.list_for_session(db, session_id)
 
 
-@router.post("/{session_id}/audio_files", response_model=AudioFileOut, status_code=status.HTTP_201_CREATED)
-def upload_audio_file(
-    session_id: uuid.UUID, db: DB, ctx: Ctx, principal: Writer, audio_file: Annotated[UploadFile, File()]
-):
-    """Store an audio file for the session (any container; metadata is probed when possible)."""
-    session = _owned(db, principal, session_id)
-    if audio_file.size is not None and audio_file.size > ctx.settings.max_upload_bytes:
+UPLOAD_FIELD = "audio_file"
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [UPLOAD_FIELD],
+                "properties": {UPLOAD_FIELD: {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/{session_id}/audio_files",
+    response_model=AudioFileOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses={413: {"description": "the file is larger than MAX_UPLOAD_BYTES"}},
+)
+async def upload_audio_file(session_id: uuid.UUID, request: Request, ctx: Ctx, principal: Writer):
+    """Store an audio file for the session (multipart field ``audio_file``, any container; metadata
+    is probed when libsndfile knows the format). Scope and ownership are checked before a byte of
+    the body is read; the file streams into the blob store, refused (413) past MAX_UPLOAD_BYTES."""
+    # (the scope is checked by the Writer dependency: the route reads the body itself, after it)
+
+    def owned() -> RecordingSession | None:
+        with ctx.db.session() as s:
+            return crud.get_owned(s, principal.user_id, session_id)
+
+    if await anyio.to_thread.run_sync(owned) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    try:
+        boundary = multipart_boundary(request.headers.get("content-type"))
+    except UploadError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
+    body = request.stream().__aiter__()
+
+    async def next_chunk() -> bytes:
+        try:
+            return await body.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    limit = ctx.settings.max_upload_bytes
+
+    def store() -> AudioFile:
+        stream = MultipartFileStream(boundary, UPLOAD_FIELD, lambda: anyio.from_thread.run(next_chunk))
+        stream.start()
+        with ctx.db.session() as s:
+            session = crud.get_owned(s, principal.user_id, session_id)
+            if session is None:  # deleted meanwhile
+                raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+            row = audio_crud.store_audio(
+                s, ctx.blobs, session, stream, stream.filename, stream.content_type, max_bytes=limit
+            )
+            s.commit()
+            s.refresh(row)
+            s.expunge(row)
+            return row
+
+    try:
+        row = await anyio.to_thread.run_sync(store)
+    except UploadError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
+    except BlobTooLarge:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"file is {audio_file.size} bytes; the limit is {ctx.settings.max_upload_bytes} (MAX_UPLOAD_BYTES)",
-        )
-    row = audio_crud.store_audio(
-        db, ctx.blobs, session, audio_file.file, audio_file.filename, audio_file.content_type
-    )
-    db.commit()
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"the file is larger than the limit of {limit} bytes (MAX_UPLOAD_BYTES)",
+        ) from None
     ctx.metrics.blob_bytes.labels(row.storage_backend).inc(row.file_size_bytes or 0)
     return row
 
 
-@audio_router.get("/{file_id}/download")
+@audio_router.get(
+    "/{file_id}/download",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the stored bytes"}},
+)
 def download_audio_file(file_id: uuid.UUID, db: DB, ctx: Ctx, principal: Reader):
+    """The stored bytes, streamed, as ``application/octet-stream`` (never the uploader's content
+    type: a file that claims text/html must not render in a browser)."""
     row = audio_crud.get_owned(db, principal.user_id, file_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "audio file not found")
-    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
-    ctx.blobs.download_to(row.storage_path, spool)
-    spool.seek(0)
-
-    def chunks():
-        try:
-            while chunk := spool.read(1024 * 1024):
-                yield chunk
-        finally:
-            spool.close()
-
+    try:
+        chunks = ctx.blobs.open_chunks(row.storage_path)
+    except BlobNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "audio file not found") from None
     name = row.original_filename or row.storage_path.rsplit("/", 1)[-1]
     return StreamingResponse(
-        chunks(),
-        media_type=row.mime_type or "application/octet-stream",
-        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(name)}"},
+        chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(name)}",
+            "X-Content-Type-Options": "nosniff",
+            **({"Content-Length": str(row.file_size_bytes)} if row.file_size_bytes is not None else {}),
+        },
     )
 
 

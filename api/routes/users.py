@@ -10,7 +10,14 @@ from api.core.security import Principal, Scope
 from api.crud.sessions import template_visible
 from api.deps import DB, require_scopes
 from api.models import User
-from api.schemas import Preferences, PreferencesIn, ProfileIn, UserProfileOut
+from api.schemas import (
+    MAX_PREFERENCES_BYTES,
+    Preferences,
+    PreferencesIn,
+    ProfileIn,
+    UserProfileOut,
+    bounded_json,
+)
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 Caller = Annotated[Principal, require_scopes(Scope.PROFILE)]
@@ -48,7 +55,11 @@ def update_preferences(body: PreferencesIn, db: DB, principal: Caller) -> UserPr
     changes = body.model_dump(exclude_unset=True, mode="json")
     if changes.get("default_template_id") and not template_visible(db, user.id, body.default_template_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "template not found")
-    merged = Preferences.model_validate({**(user.preferences or {}), **changes})
-    user.preferences = merged.model_dump(mode="json")
+    merged = Preferences.model_validate({**(user.preferences or {}), **changes}).model_dump(mode="json")
+    try:
+        bounded_json(merged, MAX_PREFERENCES_BYTES)
+    except ValueError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"preferences: {e}") from None
+    user.preferences = merged
     db.commit()
     return _out(user)

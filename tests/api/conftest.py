@@ -41,6 +41,10 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
         queue_backend="sqlite",
         job_lease_seconds=30,
         job_heartbeat_seconds=10,
+        # the suite registers and logs in from 127.0.0.1 many times: per-address limits out of the
+        # way (tests/api/test_hardening.py sets tight ones); failed logins keep the real tiers
+        login_attempt_limits="100000/minute",
+        register_limits="100000/minute",
     )
     base.update(overrides)
     return Settings(_env_file=None, **base)

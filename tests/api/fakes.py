@@ -24,6 +24,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()  # the empty line after the last chunk
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -166,7 +175,9 @@ class FakeStorage:
                 return _err(404, "not_found", "Bucket not found")
             if method == "POST" and (bucket, name) in self.objects and headers.get("x-upsert") != "true":
                 return _err(409, "Duplicate", "The resource already exists")
-            data, ctype = _multipart_file(headers.get("Content-Type", ""), body)
+            ctype = headers.get("Content-Type", "application/octet-stream")
+            # Storage takes a multipart form (storage3) or the raw bytes with their content type
+            data, ctype = _multipart_file(ctype, body) if ctype.startswith("multipart/") else (body, ctype)
             self.objects[(bucket, name)] = (data, ctype)
             return 200, {}, {"Key": f"{bucket}/{name}", "Id": secrets.token_hex(8)}
         if m and method == "GET":

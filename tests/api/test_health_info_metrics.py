@@ -47,11 +47,26 @@ def triton():
         yield fake, url
 
 
+OPERATOR_TOKEN = "operator-" + "o" * 24
+
+
 def _client(tmp_path, sqlite_url, **overrides) -> TestClient:
+    """A client that sends the operator token (health details are the operator's)."""
+    overrides.setdefault("operator_token", OPERATOR_TOKEN)
     return TestClient(
         create_app(make_settings(tmp_path, database_url=sqlite_url, **overrides)),
         raise_server_exceptions=False,
+        headers={"Authorization": f"Bearer {overrides['operator_token']}"},
     )
+
+
+def test_public_health_tells_only_the_status(tmp_path, sqlite_url):
+    with _client(tmp_path, sqlite_url, triton_http_url=_closed_port()) as c:
+        for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}):
+            r = c.get("/health", headers=headers)
+            assert r.status_code == 503 and r.json() == {"status": "unavailable"}
+        detailed = c.get("/health").json()
+        assert detailed["failing"] == ["triton"] and "127.0.0.1" in detailed["checks"]["triton"]["url"]
 
 
 def _closed_port() -> str:
