@@ -52,41 +52,50 @@ def pyannote_worker(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from export_scripts.pyannote_export import load_pipeline, read_wav
+    from export_scripts.pyannote_export import load_pipeline
+    from export_scripts.reference_diarization import diarize_file, save
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     pipeline = load_pipeline(Path(args.model_dir))
     if not args.cpu and torch.cuda.is_available():
         pipeline.to(torch.device("cuda"))
-    audio = read_wav(Path(args.wav))
-
-    def once(x):
-        file = {"waveform": torch.from_numpy(x)[None], "sample_rate": SAMPLE_RATE, "uri": "bench"}
-        t = time.perf_counter()
-        out = pipeline(file)
-        return time.perf_counter() - t, out
-
-    once(audio[: 30 * SAMPLE_RATE])
-    times, out = [], None
+    wav = Path(args.wav)
+    warm = Path(args.result).with_name("warm.wav")
+    write_wav_slice(wav, warm, 30.0)
+    diarize_file(pipeline, warm)
+    # Each run records what pyannote computed, its tied frames included (the hooks cost little next
+    # to the networks): export_scripts.reference_diarization, docs/diarization-export.md.
+    times, rec = [], None
     for _ in range(args.repeats):
-        dt, out = once(audio)
-        times.append(dt)
+        t = time.perf_counter()
+        rec = diarize_file(pipeline, wav)
+        times.append(time.perf_counter() - t)
+    save([rec], Path(args.result).with_suffix(".npz"), {"model_dir": args.model_dir})
 
-    def turns(annotation):
-        return [(float(s.start), float(s.end), str(k)) for s, _, k in annotation.itertracks(yield_label=True)]
+    def turns(key, labels):
+        return [(float(s), float(e), str(labels[int(k)])) for s, e, k in np.asarray(rec[key]).reshape(-1, 3)]
 
     result = {
         "times": times,
-        "turns": turns(out.speaker_diarization),
-        "exclusive_turns": turns(out.exclusive_speaker_diarization),
-        "seconds": float(len(audio) / SAMPLE_RATE),
+        "turns": turns("diarization", rec["labels"]),
+        "exclusive_turns": turns("exclusive_diarization", rec.get("exclusive_labels", rec["labels"])),
+        "seconds": float(rec["duration"]),
         "device": str(next(pipeline._segmentation.model.parameters()).device),
         "numpy": np.__version__,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     Path(args.result).write_text(json.dumps(result))
     return 0
+
+
+def write_wav_slice(src: Path, dest: Path, seconds: float) -> None:
+    """The first ``seconds`` of a 16 kHz WAV file (export environment: soundfile)."""
+    import soundfile as sf
+
+    from export_scripts.pyannote_export import read_wav
+
+    sf.write(str(dest), read_wav(src)[: int(seconds * SAMPLE_RATE)], SAMPLE_RATE, subtype="FLOAT")
 
 
 # -- our side (serve environment) -------------------------------------------------------------------
@@ -109,11 +118,11 @@ def export_folders(artifact: str) -> tuple[Path, Path]:
 def make_audio(path: Path, minutes: float, seed: int = 0) -> Path:
     import numpy as np
 
-    from inference_client import load_wav
+    from inference_client.audio import decode_audio
     from tests.audio import shuffled_tiling
     from tests.meetings import synthetic_meeting
 
-    sources = [load_wav(synthetic_meeting(n, seconds=60.0, seed=200 + n)[0]) for n in (2, 3, 4)]
+    sources = [decode_audio(synthetic_meeting(n, seconds=60.0, seed=200 + n)[0]) for n in (2, 3, 4)]
     rng = np.random.default_rng(seed)
     return shuffled_tiling(path, sources, minutes * 60, seed=int(rng.integers(1 << 30)))
 
@@ -132,28 +141,36 @@ def run_ours(
     every process sampled (tests/memory.py)."""
     import numpy as np
 
-    from inference_client import TritonClient, load_wav
+    from inference_client import TritonClient
+    from inference_client.audio import decode_audio
     from inference_client.diarization import DiarizationClient, PipelineSettings
     from serving.launcher import TritonServer
     from tests.audio import wav_chunks
+    from tests.diarization_helpers import as_tuples, diarization_repository
     from tests.memory import PeakRSS
-    from tests.test_diarization_triton import as_tuples, diarization_repository
 
     repo = diarization_repository(work / "repo", export_dir)
     settings = PipelineSettings.from_dir(export_dir)
     out: dict = {}
     with TritonServer(repo, config_name=config_name) as server:
+        analyses = []
 
         async def once(audio):
             async with TritonClient(server.ports.grpc_url) as client:
                 t = time.perf_counter()
-                res = await DiarizationClient(client, settings).diarize(audio, clip_to_audio=False)
-                return time.perf_counter() - t, res
+                # = DiarizationClient.diarize (analyze, then assemble off the event loop), keeping the
+                # per-window results for the comparison with pyannote's stages
+                analysis = await DiarizationClient(client, settings).analyze(audio)
+                res = await asyncio.to_thread(analysis.assemble, clip_to_audio=False)
+                dt = time.perf_counter() - t
+                res.timings = {"inference": analysis.seconds, "clustering": dt - analysis.seconds}
+                analyses[:] = [analysis]
+                return dt, res
 
         clip = (
-            load_wav(wav)[: 60 * SAMPLE_RATE]
+            decode_audio(wav)[: 60 * SAMPLE_RATE]
             if wav is not None
-            else load_wav(make_audio(work / "clip.wav", 1.0))
+            else decode_audio(make_audio(work / "clip.wav", 1.0))
         )
         asyncio.run(once(clip[: 30 * SAMPLE_RATE]))
         if wav is not None and repeats:
@@ -163,6 +180,7 @@ def run_ours(
                     dt, result = asyncio.run(once(wav_chunks(wav)))
                 times.append(dt)
                 print(f"  ours: {dt:.2f} s", flush=True)
+            np.savez(work / "ours.npz", binary=analyses[0].binary, embeddings=analyses[0].embeddings)
             out.update(
                 times=times,
                 turns=as_tuples(result.turns),
@@ -191,6 +209,65 @@ def run_ours(
             path.unlink()
         if memory:
             out["memory"] = memory
+    return out
+
+
+def compare_stages(export_dir: Path, pyannote_record: Path, ours_npz: Path) -> dict:
+    """Where our output and pyannote's part, stage by stage (serve environment, numpy only):
+
+    * ``der_untied`` / ``der_untied_exclusive``: DER between the two outputs without the frames where
+      pyannote's own run recorded a tie in its speaker selection (its choice there is arbitrary);
+      ``tied`` / ``exclusive_tied``: the fraction of such frames.
+    * ``seg_frames_differ``: fraction of (window, frame) whose hard segmentation differs (powerset
+      argmax on near-equal scores: ONNX vs PyTorch float rounding); ``embedding_min_cosine`` over the
+      (window, speaker) pairs both computed.
+    * ``same_inputs_der_untied`` (+ ``_exclusive``): our global part (:func:`assemble_diarization`) on
+      pyannote's own segmentation and embeddings vs pyannote's output, ties left out — 0 means the
+      global part agrees and every difference comes from the networks' outputs.
+    """
+    import numpy as np
+
+    from export_scripts.reference_diarization import load
+    from inference_client.diarization import PipelineSettings, assemble_diarization
+    from speechlib.diarization.masks import inactive_speakers
+    from tests.diarization_helpers import as_tuples
+    from tests.diarization_ties import der_with_and_without_ties
+
+    rec = load(pyannote_record)[0]
+    ours = np.load(ours_npz)
+    settings = PipelineSettings.from_dir(export_dir)
+    grid = (rec["tied_start"], rec["tied_step"], rec["tied_duration"])
+    labels = rec["labels"]
+    xlabels = rec.get("exclusive_labels", labels)
+
+    def turns(key, names):
+        return [(float(a), float(b), str(names[int(k)])) for a, b, k in np.asarray(rec[key]).reshape(-1, 3)]
+
+    theirs, theirs_x = turns("diarization", labels), turns("exclusive_diarization", xlabels)
+    theirs_seg = np.asarray(rec["segmentations"]).astype(np.uint8)
+    emb = np.asarray(rec["embeddings"], np.float32).copy()
+    emb[inactive_speakers(theirs_seg)] = np.nan  # pyannote embeds them too, then ignores them
+    ours_result = assemble_diarization(
+        ours["binary"], ours["embeddings"], settings, rec["duration"], clip_to_audio=False
+    )
+    same = assemble_diarization(theirs_seg, emb, settings, rec["duration"], clip_to_audio=False)
+    out = {}
+    for suffix, result in (("", ours_result), ("same_inputs_", same)):
+        _, d, tied = der_with_and_without_ties(theirs, as_tuples(result.turns), rec["tied"], grid)
+        _, dx, xtied = der_with_and_without_ties(
+            theirs_x, as_tuples(result.exclusive_turns), rec["exclusive_tied"], grid
+        )
+        out[f"{suffix}der_untied"], out[f"{suffix}der_untied_exclusive"] = d, dx
+        if not suffix:
+            out["tied"], out["exclusive_tied"] = tied, xtied
+    ours_seg = ours["binary"]
+    n = min(len(ours_seg), len(theirs_seg))
+    out["seg_frames_differ"] = float((ours_seg[:n] != theirs_seg[:n]).any(axis=2).mean())
+    both = ~np.isnan(ours["embeddings"][:n]).any(-1) & ~np.isnan(emb[:n]).any(-1)
+    a, b = ours["embeddings"][:n][both].astype(np.float64), emb[:n][both].astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    out["embedding_min_cosine"] = float(cos.min(initial=1.0))
+    out["speakers"] = f"ours {len(ours_result.speakers)}, pyannote {len(labels)}"
     return out
 
 
@@ -227,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pyannote_worker:
         return pyannote_worker(args)
 
-    from tests.test_diarization_triton import frame_der
+    from tests.diarization_helpers import frame_der
 
     export_dir, source = export_folders(args.artifact)
     hours = tuple(float(h) for h in args.memory_hours.split(",") if h)
@@ -257,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYANNOTE_METRICS_ENABLED="false")
             subprocess.run(cmd, check=True, cwd=REPO_ROOT, env=env)
             theirs = json.loads((work / "pyannote.json").read_text())
+            theirs["stages"] = compare_stages(export_dir, work / "pyannote.npz", work / "ours.npz")
 
     results = {"artifact": args.artifact, "threads": args.threads, **ours}
     if "times" in ours:
@@ -274,13 +352,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyannote:       {theirs_t:8.2f} s  RTF {theirs_t / seconds:.3f}  ({theirs['device']})")
         print(f"pyannote peak RSS: {theirs['peak_rss_mib']:.0f} MiB")
         print(f"speed ratio:    {theirs_t / ours_t:.2f}x")
-        print(f"DER between outputs: regular {der:.2%}, exclusive {der_x:.2%}")
+        stages = theirs["stages"]
+        print(
+            f"DER between outputs, all frames: regular {der:.2%}, exclusive {der_x:.2%}; without pyannote's "
+            f"tied frames ({stages['tied']:.1%} / {stages['exclusive_tied']:.1%} of frames): regular "
+            f"{stages['der_untied']:.2%}, exclusive {stages['der_untied_exclusive']:.2%}"
+        )
+        print(
+            "stages: "
+            + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stages.items())
+        )
         results.update(
             pyannote=theirs["times"],
             pyannote_peak_rss_mib=theirs["peak_rss_mib"],
             ratio=theirs_t / ours_t,
             der=der,
             der_exclusive=der_x,
+            stages=stages,
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -49,7 +49,7 @@ def analyze(args):
     from inference_client.diarization import DiarizationClient, PipelineSettings
     from serving.launcher import TritonServer
     from tests.audio import shuffled_tiling, wav_chunks
-    from tests.test_diarization_triton import diarization_repository, meeting_sources
+    from tests.diarization_helpers import diarization_repository, meeting_sources
 
     export = artifact_dir(args.artifact, cache_only=True)
     settings = PipelineSettings.from_dir(export)
@@ -66,7 +66,7 @@ def analyze(args):
 
 
 def report(analysis, hours: float, caps: list[int]) -> None:
-    from tests.test_diarization_triton import as_tuples, frame_der
+    from tests.diarization_helpers import as_tuples, frame_der
 
     exact = analysis.assemble(max_embeddings=None)
     print(f"{hours:g} h, {exact.num_embeddings} embeddings; exact: {len(exact.speakers)} speakers")

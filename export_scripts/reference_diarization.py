@@ -23,22 +23,88 @@ os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
 
 
 def _record_clustering(pipeline, store: dict) -> None:
-    """Make ``pipeline.clustering(...)`` also store its inputs' filter and its outputs."""
+    """Make ``pipeline.clustering(...)`` also store its inputs' filter and its outputs (into the
+    ``store`` of the latest call: a pipeline run several times is wrapped once)."""
     base = type(pipeline.clustering)
+    if getattr(base, "recording_into", None) is not None:
+        base.recording_into = store
+        return
 
     class Recording(base):
+        recording_into: dict = store
+
         def __call__(self, embeddings, segmentations=None, **kwargs):
             hard, soft, centroids = base.__call__(self, embeddings, segmentations=segmentations, **kwargs)
             _, chunk_idx, speaker_idx = self.filter_embeddings(embeddings, segmentations=segmentations)
-            store["hard_clusters"] = hard.copy()
-            store["soft_clusters"] = soft.copy()
-            store["centroids"] = None if centroids is None else centroids.copy()
-            store["train_chunk_idx"] = chunk_idx
-            store["train_speaker_idx"] = speaker_idx
+            out = type(self).recording_into
+            out["hard_clusters"] = hard.copy()
+            out["soft_clusters"] = soft.copy()
+            out["centroids"] = None if centroids is None else centroids.copy()
+            out["train_chunk_idx"] = chunk_idx
+            out["train_speaker_idx"] = speaker_idx
             return hard, soft, centroids
 
     Recording.__name__ = base.__name__
     pipeline.clustering.__class__ = Recording
+
+
+def record_selection(pipeline, calls: list) -> None:
+    """Make ``pipeline.to_diarization`` (called once for the regular and once for the exclusive
+    diarization) record, per call, where its choice of speakers was arbitrary: frames whose
+    ``count``-th and next most active clusters have equal activation (pyannote picks among them with
+    numpy's unstable argsort, an order that depends on the numpy build and the CPU). Decided on
+    pyannote's own numbers: the activations its ``Inference.aggregate`` returns inside that call and
+    the count it is given, on the frames of its output. Each call appends ``{"tied": bool per output
+    frame, "count": int per output frame, "start", "step", "duration"}`` (the output frames' sliding
+    window, seconds)."""
+    import numpy as np
+    from pyannote.audio.core.inference import Inference
+
+    original = pipeline.to_diarization
+    aggregate = Inference.__dict__["aggregate"]  # the staticmethod object itself
+
+    def spy(segmentations, count, *args, **kwargs):
+        seen: list = []
+
+        def recording(*a, **k):
+            out = aggregate.__func__(*a, **k)
+            seen.append(out)
+            return out
+
+        Inference.aggregate = staticmethod(recording)
+        try:
+            binary = original(segmentations, count, *args, **kwargs)
+        finally:
+            Inference.aggregate = aggregate
+        if len(seen) != 1:
+            raise RuntimeError(
+                f"to_diarization aggregated {len(seen)} times; expected once (pyannote changed?)"
+            )
+        act, out_sw, count_sw = seen[0], binary.sliding_window, count.sliding_window
+        n = binary.data.shape[0]
+
+        def rows(sw_start: float) -> np.ndarray:  # indices of the output frames in a window starting there
+            return np.round((out_sw.start - sw_start) / out_sw.step).astype(int) + np.arange(n)
+
+        a = np.nan_to_num(np.asarray(act.data, np.float64))[rows(act.sliding_window.start)]
+        c = np.asarray(count.data).reshape(-1)[rows(count_sw.start)].astype(np.int64)
+        width = max(a.shape[1], int(c.max(initial=0)))  # pyannote pads silent clusters up to the count
+        vals = -np.sort(-np.pad(a, ((0, 0), (0, width - a.shape[1]))), axis=1)
+        vals = np.pad(vals, ((0, 0), (0, 1)), constant_values=-np.inf)  # no next cluster: no tie
+        r = np.arange(n)
+        tied = (c > 0) & (vals[r, np.maximum(c - 1, 0)] == vals[r, c])
+        calls.append(
+            {
+                "tied": tied,
+                "count": c,
+                "start": float(out_sw.start),
+                "step": float(out_sw.step),
+                "duration": float(out_sw.duration),
+            }
+        )
+        return binary
+
+    pipeline.__dict__["to_diarization"] = spy  # an instance attribute; pyannote's Pipeline hooks bypassed
 
 
 def diarize_file(pipeline, wav: Path, num_speakers=None, min_speakers=None, max_speakers=None) -> dict:
@@ -59,6 +125,8 @@ def diarize_file(pipeline, wav: Path, num_speakers=None, min_speakers=None, max_
 
     clus: dict = {}
     _record_clustering(pipeline, clus)
+    selections: list = []
+    record_selection(pipeline, selections)
     try:
         out = pipeline(
             {"waveform": torch.from_numpy(audio)[None], "sample_rate": 16000, "uri": wav.stem},
@@ -69,6 +137,7 @@ def diarize_file(pipeline, wav: Path, num_speakers=None, min_speakers=None, max_
         )
     finally:
         handle.remove()
+        pipeline.__dict__.pop("to_diarization", None)  # back to the class's method
 
     def turns(annotation):
         labels = sorted(annotation.labels())
@@ -98,6 +167,11 @@ def diarize_file(pipeline, wav: Path, num_speakers=None, min_speakers=None, max_
         "min_speakers": -1 if min_speakers is None else int(min_speakers),
         "max_speakers": -1 if max_speakers is None else int(max_speakers),
     }
+    if len(selections) == 2:  # regular, then exclusive (count capped at 1)
+        for key, sel in zip(("tied", "exclusive_tied"), selections, strict=True):
+            rec[key] = sel["tied"]
+        rec["tied_start"], rec["tied_step"] = selections[0]["start"], selections[0]["step"]
+        rec["tied_duration"] = selections[0]["duration"]
     if exc_labels != dia_labels:
         rec["exclusive_labels"] = exc_labels
     if "speaker_counting" in steps:

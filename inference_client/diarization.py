@@ -6,13 +6,14 @@ the window and masks to ``speaker_embedding`` (the ResNet trunk once per window)
 per-window results (hard segmentation, embeddings: a few KB per window). At the end the embeddings
 are clustered globally (PLDA + VBx, or agglomerative), the windows' local speakers are mapped to
 global speakers and the frame-level diarization is reconstructed into speaker turns — all pure numpy
-in :mod:`speechlib.diarization`.
+in :mod:`speechlib.diarization` (:func:`speechlib.diarization.pipeline.assemble_diarization`, the
+one pipeline, which the parity tests check against pyannote stage by stage).
 
     async with TritonClient(url) as client:
         diarizer = DiarizationClient(client)           # pipeline files: model_repository/speaker_embedding/1
         result = await diarizer.diarize(waveform)      # 16 kHz mono float32, or an iterator of chunks
-        for turn in result.turns:                      # exclusive: result.exclusive_turns
-            print(turn.start, turn.end, turn.speaker)  # seconds, "SPEAKER_00", ...
+        for turn in result.exclusive_turns:            # one speaker at a time; result.turns keeps overlaps
+            print(turn.start_s, turn.end_s, turn.speaker)  # seconds, "SPEAKER_00", ...
 
 Memory is bounded by the request window: audio is held only for windows whose requests are in
 flight (``max_pending_windows``), plus the last 10 s of the stream. Retries for a briefly
@@ -22,33 +23,27 @@ unavailable Triton come from :class:`TritonClient`.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from inference_client.client import TritonClient
 from inference_client.vad import validate_waveform
-from speechlib.diarization.aggregate import speaker_count
-from speechlib.diarization.clustering import (
-    AHC_METHOD,
-    AHC_MIN_CLUSTER_SIZE,
-    AHC_THRESHOLD,
-    DEFAULT_MAX_EMBEDDINGS,
-    VBX_THRESHOLD,
-    agglomerative_clustering,
-    set_num_speakers,
-    vbx_clustering,
-)
+from speechlib.diarization.clustering import DEFAULT_MAX_EMBEDDINGS
 from speechlib.diarization.masks import embedding_masks, min_num_frames
-from speechlib.diarization.plda import PLDA
+from speechlib.diarization.pipeline import (
+    DiarizationResult,
+    PipelineSettings,
+    assemble_diarization,
+    check_speaker_counts,
+    clustering_method,
+)
 from speechlib.diarization.powerset import powerset_to_multilabel
-from speechlib.diarization.reconstruct import Diarization, reconstruct
 from speechlib.diarization.turns import SpeakerTurn
-from speechlib.diarization.windows import FrameGrid, plan_windows, segmentation_frames
+from speechlib.diarization.windows import plan_windows
 from speechlib.interfaces import SAMPLE_RATE, Segmentation, SpeakerEmbedding
 
 __all__ = [
@@ -65,23 +60,7 @@ __all__ = [
 DEFAULT_PIPELINE_DIR = Path(__file__).resolve().parents[1] / "model_repository" / SpeakerEmbedding.NAME / "1"
 """Where ``params.json``, ``plda.npz`` and ``xvec_transform.npz`` are installed by the model build."""
 
-CLUSTERING_METHODS = ("vbx", "agglomerative")
 DEFAULT_CHUNK_SECONDS = 30.0  # progress granularity when a whole waveform is given
-
-
-@dataclass
-class DiarizationResult(Diarization):
-    """Who spoke when (:class:`speechlib.diarization.reconstruct.Diarization`: ``turns`` with
-    overlapping speech kept, ``exclusive_turns`` with one speaker at a time for aligning words,
-    ``speakers``, ``centroids``; turns are :class:`SpeakerTurn` in seconds), plus how it was made."""
-
-    duration_s: float = 0.0  # seconds of audio
-    num_windows: int = 0
-    num_embeddings: int = 0  # (window, local speaker) embeddings the models computed
-    subsampled: bool = False  # clustering ran on a time-stratified subsample (above the cap)
-    # (windows, local speakers) global cluster of each window's local speaker (-2: none), for diagnostics
-    hard_clusters: np.ndarray | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: inference, clustering
 
 
 @dataclass(frozen=True)
@@ -92,70 +71,6 @@ class DiarizationProgress:
     windows_done: int
     windows_sent: int
     finished_reading: bool = False
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """The pipeline's hyper-parameters, read from the export's ``params.json`` (community-1's values
-    as defaults) plus the PLDA for VBx."""
-
-    step_s: float = 1.0
-    window_s: float = 10.0
-    num_frames: int = Segmentation.NUM_FRAMES
-    num_classes: int = Segmentation.NUM_CLASSES
-    local_speakers: int = 3
-    max_speakers_per_frame: int = 2
-    min_duration_off: float = 0.0
-    exclude_overlap: bool = True
-    min_num_samples: int = 400
-    embedding_dimension: int = 256
-    clustering: str = "vbx"
-    threshold: float | None = None  # of ``clustering``; None: its default (VBx 0.6, agglomerative 0.7046)
-    Fa: float = 0.07
-    Fb: float = 0.8
-    ahc_method: str = AHC_METHOD  # agglomerative: scipy linkage method
-    min_cluster_size: int = AHC_MIN_CLUSTER_SIZE  # agglomerative: smaller clusters are merged
-    lda_dimension: int = 128
-    plda: PLDA | None = None
-
-    @classmethod
-    def from_dir(cls, directory: str | Path = DEFAULT_PIPELINE_DIR) -> PipelineSettings:
-        """Read ``params.json`` (and ``plda.npz`` + ``xvec_transform.npz`` when present) from ``directory``."""
-        directory = Path(directory)
-        path = directory / "params.json"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: the diarization pipeline's parameters are installed by the model build "
-                "(`make models`), or pass PipelineSettings(...) yourself"
-            )
-        p = json.loads(path.read_text())
-        seg, emb, clu = p.get("segmentation", {}), p.get("embedding", {}), p.get("clustering", {})
-        method = str(clu.get("method", "VBxClustering"))
-        threshold = clu.get("threshold")
-        lda = int(clu.get("plda_lda_dimension", 128))
-        plda = None
-        if (directory / "plda.npz").is_file() and (directory / "xvec_transform.npz").is_file():
-            plda = PLDA.from_dir(directory, lda_dimension=lda)
-        return cls(
-            step_s=float(seg.get("step", 1.0)),
-            window_s=float(seg.get("duration", 10.0)),
-            num_frames=int(seg.get("num_frames", Segmentation.NUM_FRAMES)),
-            num_classes=int(seg.get("num_classes", Segmentation.NUM_CLASSES)),
-            local_speakers=int(seg.get("local_speakers", 3)),
-            max_speakers_per_frame=int(seg.get("max_speakers_per_frame", 2)),
-            min_duration_off=float(seg.get("min_duration_off", 0.0)),
-            exclude_overlap=bool(emb.get("exclude_overlap", True)),
-            min_num_samples=int(emb.get("min_num_samples", 400)),
-            embedding_dimension=int(emb.get("dimension", 256)),
-            clustering="agglomerative" if method.startswith("Agglomerative") else "vbx",
-            threshold=None if threshold is None else float(threshold),
-            Fa=float(clu.get("Fa", 0.07)),
-            Fb=float(clu.get("Fb", 0.8)),
-            ahc_method=str(clu.get("linkage_method", AHC_METHOD)),
-            min_cluster_size=int(clu.get("min_cluster_size", AHC_MIN_CLUSTER_SIZE)),
-            lda_dimension=lda,
-            plda=plda,
-        )
 
 
 ProgressCallback = Callable[[DiarizationProgress], object]
@@ -221,7 +136,7 @@ class DiarizationClient:
         embedding_model: str = SpeakerEmbedding.NAME,
     ):
         self.client = client
-        self.settings = settings if settings is not None else PipelineSettings.from_dir()
+        self.settings = settings if settings is not None else PipelineSettings.from_dir(DEFAULT_PIPELINE_DIR)
         self.max_pending = max_pending_windows or max(2, 2 * client.max_in_flight)
         self.segmentation_model = segmentation_model
         self.embedding_model = embedding_model
@@ -286,7 +201,7 @@ class DiarizationClient:
         Audio with no speech gives an empty diarization; empty audio raises ``ValueError``.
         Same as :meth:`analyze` followed by :meth:`WindowAnalysis.assemble`.
         """
-        _check_speaker_counts(num_speakers, min_speakers, max_speakers)
+        check_speaker_counts(num_speakers, min_speakers, max_speakers)
         method = clustering_method(clustering, self.settings)  # fail before any Triton work
         analysis = await self.analyze(audio, progress=progress)
         t0 = time.perf_counter()
@@ -389,113 +304,6 @@ class DiarizationClient:
         return WindowAnalysis(
             binary, embeddings, self.settings, total / SAMPLE_RATE, time.perf_counter() - t0
         )
-
-
-def assemble_diarization(
-    binary: np.ndarray,
-    embeddings: np.ndarray,
-    settings: PipelineSettings,
-    duration_s: float,
-    *,
-    method: str | None = None,
-    num_speakers: int | None = None,
-    min_speakers: int | None = None,
-    max_speakers: int | None = None,
-    max_embeddings: int | None = DEFAULT_MAX_EMBEDDINGS,
-    clip_to_audio: bool = True,
-) -> DiarizationResult:
-    """Global part of the pipeline: speaker count, clustering, reconstruction into speaker turns.
-
-    ``binary``: (windows, frames, local speakers) 0/1 hard segmentation; ``embeddings``: (windows,
-    local speakers, D) with NaN rows where skipped; ``duration_s``: length of the audio in seconds.
-    ``clip_to_audio``: cut turns at the end of the audio (pyannote does not: its turns may run into
-    the zero padding of the last window).
-    """
-    _check_speaker_counts(num_speakers, min_speakers, max_speakers)
-    method = clustering_method(method, settings)
-    num_windows, dim = binary.shape[0], embeddings.shape[-1]
-    chunks = FrameGrid(start_s=0.0, step_s=settings.step_s, duration_s=settings.window_s)
-    frames = segmentation_frames(SAMPLE_RATE)
-    computed = int((~np.isnan(embeddings).any(axis=2)).sum())
-    info = {"duration_s": duration_s, "num_windows": num_windows, "num_embeddings": computed}
-    count = speaker_count(binary, chunks, frames) if num_windows else np.zeros(0, np.uint8)
-    if int(count.max(initial=0)) == 0:  # nobody ever speaks
-        return DiarizationResult(centroids=np.zeros((0, dim)), **info)
-    kw = dict(
-        num_speakers=num_speakers,
-        min_speakers=min_speakers,
-        max_speakers=max_speakers,
-        max_embeddings=max_embeddings,
-    )
-    # params.json's threshold is its own method's; the other method (chosen per call) uses its default
-    threshold = settings.threshold if method == settings.clustering else None
-    if method == "vbx":
-        clusters = vbx_clustering(
-            embeddings,
-            binary,
-            settings.plda,
-            threshold=VBX_THRESHOLD if threshold is None else threshold,
-            Fa=settings.Fa,
-            Fb=settings.Fb,
-            **kw,
-        )
-    else:
-        clusters = agglomerative_clustering(
-            embeddings,
-            binary,
-            threshold=AHC_THRESHOLD if threshold is None else threshold,
-            method=settings.ahc_method,
-            min_cluster_size=settings.min_cluster_size,
-            **kw,
-        )
-    _, _, high = set_num_speakers(num_speakers, min_speakers, max_speakers)
-    out = reconstruct(
-        binary,
-        clusters.hard_clusters,
-        count,
-        chunks,
-        frames,
-        max_speakers=high,
-        min_duration_off=settings.min_duration_off,
-        centroids=clusters.centroids,
-    )
-    turns, exclusive = out.turns, out.exclusive_turns
-    if clip_to_audio:
-        turns, exclusive = _clip(turns, duration_s), _clip(exclusive, duration_s)
-    return DiarizationResult(
-        turns=turns,
-        exclusive_turns=exclusive,
-        speakers=out.speakers,
-        clusters=out.clusters,
-        centroids=out.centroids,
-        subsampled=clusters.subsampled,
-        hard_clusters=clusters.hard_clusters,
-        **info,
-    )
-
-
-def clustering_method(clustering: str | None, settings: PipelineSettings) -> str:
-    """The clustering method to use (``clustering`` or the settings' default), checked."""
-    method = clustering or settings.clustering
-    if method not in CLUSTERING_METHODS:
-        raise ValueError(f"clustering must be one of {CLUSTERING_METHODS}, got {method!r}")
-    if method == "vbx" and settings.plda is None:
-        raise ValueError(
-            "VBx clustering needs the PLDA (plda.npz + xvec_transform.npz); use clustering='agglomerative'"
-        )
-    return method
-
-
-def _clip(turns: list[SpeakerTurn], end_s: float) -> list[SpeakerTurn]:
-    return [SpeakerTurn(t.start_s, min(t.end_s, end_s), t.speaker) for t in turns if t.start_s < end_s]
-
-
-def _check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:
-    for name, value in (("num_speakers", num), ("min_speakers", low), ("max_speakers", high)):
-        if value is not None and (int(value) != value or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if low is not None and high is not None and low > high:
-        raise ValueError(f"min_speakers ({low}) must not exceed max_speakers ({high})")
 
 
 async def _chunks(audio: Audio):

@@ -11,7 +11,9 @@ Each scenario runs pyannote's own ``SpeakerDiarization.apply`` with in-memory ra
 whose two neural steps are replaced: ``get_segmentations`` returns the hard powerset conversion of
 the given scores, and the embedding model returns the given embeddings (recording the masks
 pyannote pools them with). Everything after (counting, masks, clustering, reconstruction,
-binarisation, labels) is pyannote's code.
+binarisation, labels) is pyannote's code. Where its speaker selection was arbitrary (tied
+activations) is recorded from inside that code (``export_scripts.reference_diarization.record_selection``):
+``s{i}_tied`` / ``s{i}_xtied`` per output frame, ``s{i}_tied_grid`` = (start, step, duration) s.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 warnings.filterwarnings("ignore")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
 
 from pyannote.audio.core.inference import Inference  # noqa: E402
 from pyannote.audio.core.plda import PLDA  # noqa: E402
@@ -33,6 +37,8 @@ from pyannote.audio.models.segmentation import PyanNet  # noqa: E402
 from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
 from pyannote.audio.utils.powerset import Powerset  # noqa: E402
 from pyannote.core import SlidingWindow, SlidingWindowFeature  # noqa: E402
+
+from export_scripts.reference_diarization import record_selection  # noqa: E402
 
 
 class FakeEmbedding:
@@ -144,6 +150,8 @@ def main(inp: str, plda_dir: str, out: str) -> None:
             return c
 
         pipe.speaker_count = count_spy
+        selections: list = []
+        record_selection(pipe, selections)
         file = {
             "waveform": torch.zeros(1, int(data[f"s{i}_num_samples"])),
             "sample_rate": 16000,
@@ -171,6 +179,9 @@ def main(inp: str, plda_dir: str, out: str) -> None:
         res[f"s{i}_turns"] = turns_array(output.speaker_diarization, names)
         res[f"s{i}_xturns"] = turns_array(output.exclusive_speaker_diarization, names)
         res[f"s{i}_count"] = count_rec.get("count", np.zeros((0, 1)))
+        if selections:  # regular, then exclusive
+            res[f"s{i}_tied"], res[f"s{i}_xtied"] = selections[0]["tied"], selections[1]["tied"]
+            res[f"s{i}_tied_grid"] = np.array([selections[0][k] for k in ("start", "step", "duration")])
         if "hard" in recorded:
             res[f"s{i}_hard"] = recorded["hard"]
             res[f"s{i}_centroids"] = recorded["centroids"]

@@ -1,47 +1,26 @@
-"""Where pyannote's speaker selection is arbitrary: frames whose count-th and next-best clusters have
-equal activation (a tie). pyannote breaks such ties with numpy's unstable ``argsort``, whose order
-depends on the numpy build and the CPU; ours gives them to the lower cluster index. Comparisons with
-pyannote's output therefore leave those frames out (and say how many there were)."""
+"""Where pyannote's speaker selection is arbitrary, as pyannote's own run recorded it
+(``export_scripts.reference_diarization.record_selection``: frames whose ``count``-th and next most
+active clusters have equal activation, decided on pyannote's activations and count). pyannote
+breaks such ties with numpy's unstable ``argsort``, whose order depends on the numpy build and the
+CPU; ours gives them to the lower cluster index. Comparisons with pyannote's output leave those
+frames out (and say how many there were); every other frame must agree."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from speechlib.diarization.aggregate import global_frames, speaker_count
-from speechlib.diarization.reconstruct import clustered_activations
-from speechlib.diarization.windows import FrameGrid
-
-Turn = tuple[float, float, str]
+from tests.diarization_helpers import Turn, frame_der
 
 
-def tied_frames(
-    binary: np.ndarray, hard_clusters: np.ndarray, chunks: FrameGrid, frames: FrameGrid, cap: float = np.inf
-) -> np.ndarray:
-    """Bool per global frame: the selection of the ``min(count, cap)`` most active clusters is not
-    unique. ``binary``: (windows, frames, local speakers) 0/1; ``hard_clusters`` as clustering gives."""
-    seg = np.asarray(binary)
-    hard = np.array(hard_clusters, dtype=np.int64, copy=True)
-    hard[np.sum(seg, axis=1) == 0] = -2
-    count = speaker_count(seg, chunks, frames)
-    act = clustered_activations(seg, hard, chunks, frames)
-    n = min(len(count), len(act))
-    c = np.minimum(count[:n], cap).astype(np.int64)
-    vals = np.pad(-np.sort(-act[:n], axis=1), ((0, 0), (0, 1)))
-    rows = np.arange(n)
-    return (c > 0) & (vals[rows, np.maximum(c - 1, 0)] == vals[rows, c])
-
-
-def tie_intervals(tied: np.ndarray, chunks: FrameGrid, frames: FrameGrid) -> list[tuple[float, float]]:
-    """Seconds covered by tied frames (each frame: its middle ± half a frame step)."""
-    grid = global_frames(chunks, frames)
-    idx = np.flatnonzero(tied)
-    if idx.size == 0:
-        return []
-    mids = grid.middle(idx)
-    half = grid.step_s / 2
+def tie_intervals(
+    tied: np.ndarray, start_s: float, step_s: float, duration_s: float
+) -> list[tuple[float, float]]:
+    """Seconds covered by the tied frames of a sliding window (start, step, duration in seconds):
+    each frame is its middle ± half a step, consecutive ones merged."""
+    idx = np.flatnonzero(np.asarray(tied, bool))
     out: list[list[float]] = []
-    for m in mids:
-        a, b = m - half, m + half
+    for m in start_s + duration_s / 2 + idx * step_s:
+        a, b = m - step_s / 2, m + step_s / 2
         if out and a <= out[-1][1] + 1e-9:
             out[-1][1] = b
         else:
@@ -60,3 +39,13 @@ def cut(turns: list[Turn], intervals: list[tuple[float, float]]) -> list[Turn]:
             pieces = [p for s, e in pieces for p in ((s, min(e, a)), (max(s, b), e)) if p[1] - p[0] > 1e-9]
         out += [(s, e, speaker) for s, e in pieces]
     return out
+
+
+def der_with_and_without_ties(
+    theirs: list[Turn], ours: list[Turn], tied: np.ndarray, grid: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """(DER on all frames, DER without pyannote's tied frames, fraction of frames tied) between
+    pyannote's turns and ours; ``grid`` = (start, step, duration) s of ``tied``'s frames."""
+    skip = tie_intervals(tied, *grid)
+    tied = np.asarray(tied, bool)
+    return frame_der(theirs, ours), frame_der(cut(theirs, skip), cut(ours, skip)), float(tied.mean())

@@ -26,6 +26,34 @@ def process_rss(pid: int) -> int:
     return 0
 
 
+def process_memory(pid: int) -> dict[str, int]:
+    """Resident memory of one process in bytes, split as the kernel accounts it (``/proc/PID/status``):
+    ``rss``, ``anon`` (heap, arenas: what a process's own data occupies), ``file`` (mapped files:
+    shared libraries, model files) and ``shmem`` (shared memory). Empty if the process is gone."""
+    keys = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in keys:
+                out[keys[key]] = int(line.split()[1]) * 1024
+    except OSError:
+        return {}
+    return out
+
+
+def tree_memory(server_pid: int) -> dict[str, dict[str, int]]:
+    """:func:`process_memory` of every process under ``server_pid`` by label (summed per label), and of
+    this process as ``client``."""
+    out: dict[str, dict[str, int]] = {"client": process_memory(os.getpid())}
+    for pid in descendants(server_pid):
+        label = process_label(pid)
+        for k, v in process_memory(pid).items():
+            out.setdefault(label, {})
+            out[label][k] = out[label].get(k, 0) + v
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     children: dict[int, list[int]] = {}

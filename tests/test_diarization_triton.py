@@ -6,27 +6,25 @@ pipeline (``inference_client.diarization``), served by a real tritonserver.
   skips), end-to-end DER between the two outputs.
 * The trained tiny fixture recovers the turns of a held-out synthetic meeting through our pipeline.
 * Real batching, non-empty outputs, bad inputs, streaming input, speaker-count constraints.
-* Memory stays bounded from a 5-minute to a 20-minute file (slow).
+* Memory does not grow with the length of the audio (slow).
 
-DER here is :func:`frame_der`: 10 ms frames, optimal one-to-one speaker mapping, no collar,
-overlaps scored — (missed + false alarm + confusion) / reference speech, as pyannote.metrics
-computes it up to frame rounding.
+DER here is :func:`tests.diarization_helpers.frame_der` (10 ms frames, optimal speaker mapping, no
+collar, overlaps scored).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
 
-from inference_client import TritonClient, load_wav
+from inference_client import TritonClient
+from inference_client.audio import decode_audio
 from inference_client.diarization import DiarizationClient, PipelineSettings
 from inference_client.errors import InvalidRequestError
 from inference_client.metrics import batch_sizes, inference_counts, scrape
@@ -35,10 +33,18 @@ from speechlib.diarization.masks import embedding_masks, inactive_speakers, min_
 from speechlib.diarization.powerset import powerset_to_multilabel
 from speechlib.interfaces import SAMPLE_RATE, Segmentation, SpeakerEmbedding
 from tests.audio import pyannote_sample
+from tests.diarization_helpers import (
+    DIARIZATION_MODELS,
+    MODEL_REPOSITORY,
+    REPO_ROOT,
+    as_tuples,
+    diarization_repository,
+    diarize_with,
+    frame_der,
+    meeting_sources,
+    windows_of,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_REPOSITORY = REPO_ROOT / "model_repository"
-DIARIZATION_MODELS = (Segmentation.NAME, SpeakerEmbedding.NAME)
 EXPORT_PYTHON = REPO_ROOT / ".envs" / "export" / "bin" / "python"
 REFERENCE_MODULE = "export_scripts.reference_diarization"
 WINDOW = Segmentation.WINDOW_SAMPLES
@@ -49,52 +55,9 @@ def run(coro):
     return asyncio.run(coro)
 
 
-# --------------------------------------------------------------------------------------------------
-# helpers
-
-
-def frame_der(reference, hypothesis, step: float = 0.01) -> float:
-    """Frame-based diarization error rate of ``hypothesis`` against ``reference``, both lists of
-    ``(start_s, end_s, speaker)``: (missed + false alarm + confusion) / reference speech, with the
-    one-to-one speaker mapping that maximises agreement (Hungarian), no collar, overlaps scored."""
-    end = max([e for _, e, _ in reference] + [e for _, e, _ in hypothesis] + [0.0])
-    n = int(np.ceil(end / step)) + 1
-
-    def matrix(turns):
-        labels = sorted({s for _, _, s in turns})
-        m = np.zeros((n, len(labels)), dtype=bool)
-        for s, e, spk in turns:
-            m[int(round(s / step)) : int(round(e / step)), labels.index(spk)] = True
-        return m
-
-    ref, hyp = matrix(reference), matrix(hypothesis)
-    total = ref.sum()
-    if total == 0:
-        return 0.0 if hyp.sum() == 0 else 1.0
-    correct = 0
-    if ref.shape[1] and hyp.shape[1]:
-        overlap = ref.T.astype(np.int64) @ hyp.astype(np.int64)
-        rows, cols = linear_sum_assignment(overlap, maximize=True)
-        correct = overlap[rows, cols].sum()
-    errors = np.maximum(ref.sum(axis=1), hyp.sum(axis=1)).sum() - correct
-    return float(errors / total)
-
-
-def as_tuples(turns):
-    return [(t.start_s, t.end_s, t.speaker) for t in turns]
-
-
 def cosine(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def windows_of(waveform: np.ndarray, step: int = SAMPLE_RATE) -> np.ndarray:
-    """pyannote's sliding windows (10 s, 1 s step, last one zero-padded) as [N, 1, 160000]."""
-    from speechlib.diarization.windows import plan_windows
-
-    plan = plan_windows(len(waveform))
-    return np.stack([plan.window(waveform, k) for k in range(plan.num_windows)])[:, None, :]
 
 
 def build_info_source(model: str = SpeakerEmbedding.NAME) -> Path:
@@ -105,25 +68,15 @@ def build_info_source(model: str = SpeakerEmbedding.NAME) -> Path:
     return Path(json.loads(info.read_text())["source"])
 
 
-def diarization_repository(dest: Path, artifacts: Path | None = None) -> Path:
-    """A model repository with only our two models: configs and model.py from model_repository/,
-    version files from ``artifacts`` (an export folder) or from the installed models."""
-    for model in DIARIZATION_MODELS:
-        src = MODEL_REPOSITORY / model
-        (dest / model / "1").mkdir(parents=True)
-        shutil.copy2(src / "config.pbtxt", dest / model / "config.pbtxt")
-        shutil.copytree(src / "configs", dest / model / "configs")
-        files = artifacts if artifacts is not None else src / "1"
-        for f in files.iterdir():
-            if f.is_file() and f.name != "model.py":
-                shutil.copy2(f, dest / model / "1" / f.name)
-        shutil.copy2(src / "1" / "model.py", dest / model / "1" / "model.py")
-    return dest
-
-
-async def diarize_with(url: str, settings: PipelineSettings, audio, **kw):
-    async with TritonClient(url) as client:
-        return await DiarizationClient(client, settings).diarize(audio, **kw)
+def counts_after(metrics_url: str, model: str, before, requests: int, deadline_s: float = 10.0):
+    """Poll Triton's counters of ``model`` until ``requests`` more inferences are counted (Triton
+    updates them just after responding); the :class:`InferenceCounts` since ``before``."""
+    end = time.monotonic() + deadline_s
+    while True:
+        delta = inference_counts(scrape(metrics_url), model) - before
+        if delta.inferences >= requests or time.monotonic() > end:
+            return delta
+        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,7 +97,7 @@ def settings() -> PipelineSettings:
 @pytest.fixture(scope="module")
 def sample():
     path, turns = pyannote_sample()
-    return load_wav(path), turns
+    return decode_audio(path), turns
 
 
 @pytest.fixture(scope="module")
@@ -293,11 +246,55 @@ def test_model_inputs_are_validated(triton_diarization):
                 with pytest.raises(InvalidRequestError) as info:
                     await client.infer(model, inputs)
                 assert all(w in str(info.value) for w in words), str(info.value)
-            # a bad request fails alone: a good one right after still works
-            out = await client.infer(Segmentation.NAME, {Segmentation.WAVEFORM: good})
-            assert out[Segmentation.SCORES].shape == (1, FRAMES, Segmentation.NUM_CLASSES)
 
     run(checks())
+
+
+def test_a_bad_request_fails_alone_in_a_shared_batch(triton_diarization, sample):
+    """A NaN window sent between two good ones: Triton runs the three requests as one execution
+    (its counters: +3 inferences, +1 execution — the Python backend counts a request answered with
+    an error as an inference), the bad one fails with its reason, the good ones get their outputs."""
+    wave_, _ = sample
+    good = windows_of(wave_)[:2]
+    bad = good[0].copy()
+    bad[0, 5] = np.nan
+    masks = np.zeros((3, FRAMES), np.float32)
+    masks[0, :300] = 1
+    cases = {
+        Segmentation.NAME: lambda w: {Segmentation.WAVEFORM: w[None]},
+        SpeakerEmbedding.NAME: lambda w: {
+            SpeakerEmbedding.WAVEFORM: w[None],
+            SpeakerEmbedding.MASKS: masks[None],
+        },
+    }
+    url = triton_diarization.ports.metrics_url
+
+    for model, inputs in cases.items():
+
+        async def burst(model=model, inputs=inputs):
+            async with TritonClient(triton_diarization.ports.grpc_url) as client:
+                await client.infer(model, inputs(good[0]))  # connected: the burst leaves at once
+                before = inference_counts(scrape(url), model)
+                requests = [inputs(good[0]), inputs(bad), inputs(good[1])]
+                results = await asyncio.gather(
+                    *(client.infer(model, r) for r in requests), return_exceptions=True
+                )
+                return before, results
+
+        executions = []
+        # The dynamic batcher gathers what arrives within 5 ms: a burst of three nearly always forms
+        # one execution (seen: 6 in 8 bursts; two requests: 8 in 8). Up to 8 bursts until one does.
+        for _ in range(8):
+            before, results = run(burst())
+            assert isinstance(results[1], InvalidRequestError) and "NaN" in str(results[1]), results[1]
+            for r in (results[0], results[2]):
+                assert isinstance(r, dict) and all(v.size and np.isfinite(v).any() for v in r.values()), r
+            delta = counts_after(url, model, before, len(results))
+            assert delta.inferences == len(results), (model, delta)
+            executions.append(delta.executions)
+            if delta.executions == 1:
+                break
+        assert executions[-1] == 1, f"{model}: the bad request never shared an execution: {executions}"
 
 
 def test_batching_is_real(triton_diarization, sample, settings):
@@ -313,8 +310,15 @@ def test_batching_is_real(triton_diarization, sample, settings):
 
     results = run(go())
     assert all(r.turns for r in results)
-    time.sleep(1.0)  # Triton updates its counters just after responding
-    after = scrape(url)
+    # Triton updates its counters just after responding: poll until every window's request is counted
+    windows = sum(r.num_windows for r in results)
+    deadline = time.monotonic() + 10.0
+    while True:
+        after = scrape(url)
+        seg = inference_counts(after, Segmentation.NAME) - inference_counts(before, Segmentation.NAME)
+        if seg.inferences >= windows or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     for model in DIARIZATION_MODELS:
         counts = inference_counts(after, model) - inference_counts(before, model)
         sizes = batch_sizes(after, model)
@@ -421,9 +425,24 @@ def our_stages(triton_diarization, settings, waveform, ref_binary):
 
 @pytest.mark.export
 def test_per_stage_parity_with_pyannote(triton_diarization, settings, reference):
+    from speechlib.diarization.windows import segmentation_frames
+
     report = []
     for name, ref in reference.items():
-        waveform = load_wav(ref["wav"])
+        # the window and frame grids are pyannote's
+        assert (
+            settings.chunks.step_s == ref["window_step"]
+            and settings.chunks.duration_s == ref["window_duration"]
+        )
+        np.testing.assert_allclose(
+            ref["window_start"], settings.chunks.frame_start(np.arange(len(ref["window_start"])))
+        )
+        frames = segmentation_frames()
+        got = (frames.start_s, frames.step_s, frames.duration_s)
+        np.testing.assert_allclose(
+            got, (ref["frames_start"], ref["frames_step"], ref["frames_duration"]), atol=1e-9
+        )
+        waveform = decode_audio(ref["wav"])
         ref_scores = ref["scores"]
         scores, embeddings = our_stages(triton_diarization, settings, waveform, ref["segmentations"])
         assert scores.shape == ref_scores.shape, name
@@ -446,33 +465,25 @@ def test_per_stage_parity_with_pyannote(triton_diarization, settings, reference)
 @pytest.mark.export
 def test_end_to_end_der_against_pyannote(triton_diarization, settings, reference):
     """DER between our output and pyannote's <= 1 %, on every frame where pyannote's choice was not
-    arbitrary (tests/diarization_ties.py: tied activations, broken by numpy's unstable argsort in
-    pyannote, so its choice there depends on the machine)."""
-    from speechlib.diarization.clustering import set_num_speakers
-    from speechlib.diarization.windows import FrameGrid, segmentation_frames
-    from tests.diarization_ties import cut, tie_intervals, tied_frames
+    arbitrary: its own run records where the speakers it selects were tied (tests/diarization_ties.py;
+    it breaks those ties with numpy's unstable argsort, so its choice there depends on the machine)."""
+    from tests.diarization_ties import der_with_and_without_ties
 
-    chunks = FrameGrid(start_s=0.0, step_s=settings.step_s, duration_s=settings.window_s)
-    frames = segmentation_frames(SAMPLE_RATE)
-    _, _, high = set_num_speakers()
     ders, report = {}, {}
     for name, ref in reference.items():
-
-        async def analyze(audio):
-            async with TritonClient(triton_diarization.ports.grpc_url) as client:
-                return await DiarizationClient(client, settings).analyze(audio)
-
-        analysis = run(analyze(load_wav(ref["wav"])))
-        ours = analysis.assemble(clip_to_audio=False)
-        for kind, mine, cap in (("regular", ours.turns, high), ("exclusive", ours.exclusive_turns, 1)):
+        ours = run(
+            diarize_with(
+                triton_diarization.ports.grpc_url, settings, decode_audio(ref["wav"]), clip_to_audio=False
+            )
+        )
+        grid = (ref["tied_start"], ref["tied_step"], ref["tied_duration"])
+        for kind, mine in (("regular", ours.turns), ("exclusive", ours.exclusive_turns)):
             theirs = reference_turns(ref, exclusive=kind == "exclusive")
-            mine = as_tuples(mine)
-            tied = tied_frames(analysis.binary, ours.hard_clusters, chunks, frames, cap)
-            skip = tie_intervals(tied, chunks, frames)
-            ders[f"{name}/{kind}"] = frame_der(cut(theirs, skip), cut(mine, skip))
+            tied = ref["tied" if kind == "regular" else "exclusive_tied"]
+            every, untied, fraction = der_with_and_without_ties(theirs, as_tuples(mine), tied, grid)
+            ders[f"{name}/{kind}"] = untied
             report[f"{name}/{kind}"] = (
-                f"DER {frame_der(theirs, mine):.4f} all frames, {ders[f'{name}/{kind}']:.4f} without the "
-                f"{tied.mean():.1%} tied frames"
+                f"DER {every:.4f} all frames, {untied:.4f} without pyannote's {fraction:.1%} tied frames"
             )
     print("\n".join(f"{k}: {v}" for k, v in report.items()))
     assert max(ders.values()) <= 0.01, report
@@ -503,7 +514,7 @@ def test_trained_fixture_recovers_a_held_out_meeting(fixture_server):
 
     server, settings = fixture_server
     path, truth = synthetic_meeting(2, seconds=60.0, seed=101)
-    result = run(diarize_with(server.ports.grpc_url, settings, load_wav(path)))
+    result = run(diarize_with(server.ports.grpc_url, settings, decode_audio(path)))
     der = frame_der([(s, e, k) for s, e, k in truth], as_tuples(result.turns))
     print(f"2-speaker held-out meeting: DER {der:.3f}, speakers {result.speakers}")
     assert len(result.speakers) == 2
@@ -515,7 +526,7 @@ def test_speaker_count_constraints_are_honoured(fixture_server):
 
     server, settings = fixture_server
     path, truth = synthetic_meeting(3, seconds=45.0, seed=103)
-    audio = load_wav(path)
+    audio = decode_audio(path)
     one = run(diarize_with(server.ports.grpc_url, settings, audio, max_speakers=1))
     assert len(one.speakers) == 1
     assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(one.turns, one.turns[1:], strict=False))
@@ -537,14 +548,6 @@ def test_silence_gives_an_empty_diarization(fixture_server):
 
 # --------------------------------------------------------------------------------------------------
 # long audio: memory stays bounded; subsampled clustering agrees with exact clustering
-
-
-def meeting_sources() -> list[np.ndarray]:
-    """pyannote's sample.wav and synthetic 2/3/4-speaker meetings (the pieces long files are tiled from)."""
-    from tests.meetings import synthetic_meeting
-
-    meetings = [load_wav(synthetic_meeting(n, seconds=60.0, seed=200 + n)[0]) for n in (2, 3, 4)]
-    return [load_wav(pyannote_sample()[0]), *meetings]
 
 
 @pytest.mark.slow

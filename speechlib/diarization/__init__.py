@@ -8,7 +8,8 @@ Typical flow (the client orchestrates the neural models on Triton):
     seg = powerset_to_multilabel(scores)                      # (W, 589, 7) → (W, 589, 3)
     masks = embedding_masks(seg)                              # (W, 3, 589) pooling masks
     skip = inactive_speakers(seg)                             # (W, 3): no embedding (NaN)
-    result = diarize(seg, embeddings, PLDA.from_dir(...), num_speakers=...)
+    settings = PipelineSettings.from_dir(export_dir)          # params.json + PLDA of the export
+    result = assemble_diarization(seg, embeddings, settings, duration_s, num_speakers=...)
     speakers = assign_speakers(asr_segments, result.exclusive_turns)
 """
 
@@ -24,7 +25,7 @@ from speechlib.diarization.clustering import (
     vbx_clustering,
 )
 from speechlib.diarization.masks import embedding_masks, inactive_speakers, min_num_frames
-from speechlib.diarization.pipeline import DiarizationParams, cluster, default_chunks, diarize
+from speechlib.diarization.pipeline import DiarizationResult, PipelineSettings, assemble_diarization
 from speechlib.diarization.plda import PLDA
 from speechlib.diarization.powerset import powerset_mapping, powerset_to_multilabel
 from speechlib.diarization.reconstruct import Diarization, reconstruct
@@ -43,20 +44,19 @@ __all__ = [
     "DEFAULT_MAX_EMBEDDINGS",
     "FRAMES_PER_WINDOW",
     "PLDA",
+    "PipelineSettings",
     "ClusteringResult",
     "Diarization",
-    "DiarizationParams",
+    "DiarizationResult",
     "FrameGrid",
     "SpeakerTurn",
     "WindowPlan",
     "agglomerative_clustering",
     "aggregate",
+    "assemble_diarization",
     "assign_speakers",
     "assign_to_centroids",
-    "cluster",
     "cluster_vbx",
-    "default_chunks",
-    "diarize",
     "embedding_masks",
     "filter_embeddings",
     "global_frames",
