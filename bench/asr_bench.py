@@ -77,11 +77,12 @@ _TAG = re.compile(r"<\|[^|]*\|>")
 
 
 def load_audio(seconds: float) -> tuple[np.ndarray, str]:
-    from tests.audio import load_wav, pyannote_sample, tiled
+    from inference_client.audio import decode_audio
+    from tests.audio import pyannote_sample, tiled
 
     sample, _ = pyannote_sample()
     path = tiled(sample, seconds)
-    audio = load_wav(path)
+    audio = decode_audio(path)
     return np.ascontiguousarray(audio[: int(round(seconds * SAMPLE_RATE))], np.float32), str(path)
 
 
@@ -196,12 +197,14 @@ class TritonSide:
             return time.perf_counter() - t0, results
 
     def run(self, bounds) -> dict:
-        from inference_client.metrics import batch_sizes, scrape
+        from inference_client.metrics import batch_sizes, counts_after, inference_counts, scrape
 
-        before = batch_sizes(scrape(self.server.ports.metrics_url), "asr")
+        url = self.server.ports.metrics_url
+        before, counts_before = batch_sizes(scrape(url), "asr"), inference_counts(scrape(url), "asr")
         seconds, results = asyncio.run(self._run(bounds))
-        time.sleep(0.6)  # the metrics port refreshes every 500 ms
-        delta = batch_sizes(scrape(self.server.ports.metrics_url), "asr") - before
+        # Triton updates its counters just after responding: wait until every request is counted
+        counts_after(url, "asr", counts_before, sum(len(r) for r in results))
+        delta = batch_sizes(scrape(url), "asr") - before
         segs = [
             [(s.start_ms + a * 1000 // SAMPLE_RATE, s.end_ms + a * 1000 // SAMPLE_RATE, s.text) for s in r]
             for (a, _), r in zip(bounds, results, strict=True)

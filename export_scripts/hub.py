@@ -24,16 +24,3 @@ def source_model_id(model_dir: Path, default: str) -> str:
         except (ValueError, AttributeError):
             pass
     return default
-
-
-def load_wav(path: Path):
-    """A 16 kHz mono WAV as float32 samples in [-1, 1]; anything else is refused with the fix."""
-    import numpy as np
-    import soundfile as sf
-
-    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    if sr != 16000:
-        raise SystemExit(f"{path}: sample rate {sr}, expected 16000 (resample first, e.g. with sox)")
-    if audio.shape[1] != 1:
-        raise SystemExit(f"{path}: {audio.shape[1]} channels, expected mono")
-    return np.ascontiguousarray(audio[:, 0])

@@ -41,7 +41,7 @@ import json
 import sys
 from pathlib import Path
 
-from export_scripts.hub import load_wav
+from inference_client.audio import decode_audio
 
 LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko", "nospeech")
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     files = {}
     for wav in args.wavs:
         files[str(wav)] = run_one(
-            model, capture, load_wav(wav), args.language, bool(args.use_itn), timestamps
+            model, capture, decode_audio(wav), args.language, bool(args.use_itn), timestamps
         )
         print(f"{wav}: {files[str(wav)]['text']}", file=sys.stderr, flush=True)
     if args.fixture_npz is not None:

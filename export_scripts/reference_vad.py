@@ -29,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-from export_scripts.hub import load_wav
+from inference_client.audio import decode_audio
 
 
 def build_model(model_dir: Path, max_single_segment_ms: int):
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     end_sil = None if args.dynamic_silence else args.max_end_silence_ms
     files = {}
     for wav in args.wavs:
-        segs = segments_for(model, load_wav(wav), end_sil)
+        segs = segments_for(model, decode_audio(wav), end_sil)
         files[str(wav)] = segs
         print(f"{wav}: {len(segs)} segments", flush=True)
 

@@ -8,14 +8,14 @@ import asyncio
 import json
 import sys
 
-from inference_client.audio import load_wav
+from inference_client.audio import decode_audio
 from inference_client.client import DEFAULT_URL, TritonClient
 from inference_client.vad import VADClient
 from speechlib.interfaces import SAMPLE_RATE
 
 
 async def _vad(args: argparse.Namespace) -> int:
-    waveform = load_wav(args.file)
+    waveform = decode_audio(args.file)
     async with TritonClient(args.url) as client:
         segments = await VADClient(client).segments(waveform, args.max_end_silence_ms)
     if args.json:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference_client", description=__doc__)
     ap.add_argument("--url", default=DEFAULT_URL, help="Triton gRPC host:port (default %(default)s)")
     sub = ap.add_subparsers(dest="command", required=True)
-    vad = sub.add_parser("vad", help="speech segments of a WAV file")
+    vad = sub.add_parser("vad", help="speech segments of an audio file (any format FFmpeg reads)")
     vad.add_argument("file")
     vad.add_argument("--max-end-silence-ms", type=int, default=None)
     vad.add_argument("--json", action="store_true")

@@ -103,6 +103,15 @@ def _check_options(language: str | None, use_itn: bool) -> str:
     return normalize_language(language)
 
 
+def asr_inputs(x: np.ndarray, language: str, use_itn: bool) -> dict[str, np.ndarray]:
+    """The ``asr`` request tensors for one utterance (``x``: 16 kHz mono float32), unchecked."""
+    return {
+        ASR.WAVEFORM: x[None],
+        ASR.LANGUAGE: np.array([[language.encode("utf-8")]], dtype=np.object_),
+        ASR.USE_ITN: np.array([[bool(use_itn)]], dtype=bool),
+    }
+
+
 class ASRClient:
     """SenseVoice on Triton. ``client`` is a shared :class:`TritonClient` (it owns the request window);
     ``vad`` defaults to a :class:`VADClient` on the same client."""
@@ -118,13 +127,6 @@ class ASRClient:
         self.model = model
         self.transcribe_model = transcribe_model
         self.vad = vad or VADClient(client)
-
-    def _inputs(self, x: np.ndarray, language: str, use_itn: bool) -> dict[str, np.ndarray]:
-        return {
-            ASR.WAVEFORM: x[None],
-            ASR.LANGUAGE: np.array([[language.encode("utf-8")]], dtype=np.object_),
-            ASR.USE_ITN: np.array([[bool(use_itn)]], dtype=bool),
-        }
 
     async def transcribe(
         self, waveform: np.ndarray, language: str = "auto", use_itn: bool = True
@@ -144,7 +146,7 @@ class ASRClient:
                 f"waveform is {x.size / SAMPLE_RATE:.1f} s; asr takes at most {ASR.MAX_SECONDS:.0f} s per "
                 "utterance: use transcribe_segments() to cut it with VAD first"
             )
-        out = await self.client.infer(self.model, self._inputs(x, code, use_itn), _ASR_OUTPUTS)
+        out = await self.client.infer(self.model, asr_inputs(x, code, use_itn), _ASR_OUTPUTS)
         pieces = [_str(p) for p in out[ASR.TOKENS].reshape(-1)]
         ids = out[ASR.TOKEN_IDS].reshape(-1)
         times = out[ASR.TOKEN_TIMES_MS].reshape(-1, 2)
@@ -177,18 +179,17 @@ class ASRClient:
 
         Token times are offset by each segment's start, so they count from the start of
         ``waveform``. This is what the server-side ``transcribe`` model does (see
-        :meth:`transcribe_on_server`); for hours of audio use the api's long-audio pipeline, which
-        streams chunks instead of holding everything at once.
+        :meth:`transcribe_on_server`). It holds the whole waveform and every result in memory: fine
+        for minutes of audio; hours need a caller that decodes and sends chunks (the api's batch
+        transcription job, still to come, will).
         """
         code = _check_options(language, use_itn)
         x = validate_waveform(waveform)
         segments: list[SpeechSegment] = await self.vad.segments(x, max_end_silence_ms)
-        transcripts = await asyncio.gather(
-            *(self.transcribe(x[s.samples()], code, use_itn) for s in segments)
-        )
+        transcripts = await self.transcribe_many((x[s.samples()] for s in segments), code, use_itn)
         return [
             TranscribedSegment(s.start_ms, s.end_ms, t.shifted(s.start_ms))
-            for s, t in zip(segments, transcripts, strict=False)
+            for s, t in zip(segments, transcripts, strict=True)
         ]
 
     async def transcribe_on_server(

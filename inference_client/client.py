@@ -281,7 +281,7 @@ class TritonClient:
         retrying = AsyncRetrying(
             stop=stop,
             wait=wait_exponential_jitter(
-                initial=policy.initial_backoff_s,
+                multiplier=policy.initial_backoff_s,  # the first wait (tenacity renamed `initial`)
                 max=policy.max_backoff_s,
                 exp_base=policy.multiplier,
                 jitter=policy.jitter_s,

@@ -13,6 +13,7 @@ passed to the network runtime.
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -81,6 +82,33 @@ def inference_counts(metrics: Metrics, model: str) -> InferenceCounts:
         total(metrics, "nv_inference_count", model=model),
         total(metrics, "nv_inference_exec_count", model=model),
     )
+
+
+def settled_counts(metrics_url: str, model: str, timeout_s: float = 5.0) -> InferenceCounts:
+    """``model``'s counters once earlier requests' statistics have landed: Triton updates them just
+    after it sends the responses, so poll until two scrapes 100 ms apart agree (or ``timeout_s``)."""
+    last = inference_counts(scrape(metrics_url), model)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = inference_counts(scrape(metrics_url), model)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def counts_after(
+    metrics_url: str, model: str, before: InferenceCounts, inferences: float, timeout_s: float = 10.0
+) -> InferenceCounts:
+    """The change in ``model``'s counters since ``before``, polled until at least ``inferences`` new
+    inferences are counted (or ``timeout_s`` passes: the caller's assertion then says what is missing)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        delta = inference_counts(scrape(metrics_url), model) - before
+        if delta.inferences >= inferences or time.monotonic() > deadline:
+            return delta
+        time.sleep(0.05)
 
 
 class BatchSizes(NamedTuple):

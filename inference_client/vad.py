@@ -1,7 +1,7 @@
 """Voice activity detection through Triton: whole waveforms (``vad``) and live streams (``vad_stream``).
 
 All audio is 16 kHz (:data:`speechlib.interfaces.SAMPLE_RATE`) mono float32 in [-1, 1]; the models
-cannot check the rate, so resample before calling (``inference_client.audio.load_wav`` does).
+cannot check the rate, so resample before calling (``inference_client.audio.decode_audio`` does).
 Times are integer milliseconds from the start of the waveform or stream.
 
     vad = VADClient(client)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the system tools the dev models and tests need when they are missing: espeak-ng (synthetic
-# speech for the trained fixtures and tests), sox, ffmpeg (audio decoding). Debian/Ubuntu (apt-get).
+# speech for the trained fixtures and tests), sox (mixing the synthetic meetings), ffmpeg (the export
+# environment's pyannote.audio imports torchcodec, which loads FFmpeg's libraries; the project itself
+# decodes audio with PyAV, whose wheel bundles FFmpeg). Debian/Ubuntu (apt-get).
 set -uo pipefail
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)

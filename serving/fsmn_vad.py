@@ -102,6 +102,30 @@ class FsmnVadNetwork:
         return scores, new_caches
 
 
+def step_streams(
+    network: FsmnVadNetwork,
+    streams: Sequence[VadStream],
+    caches: Sequence[Caches],
+    chunks: Sequence[np.ndarray],
+    finals: Sequence[bool],
+) -> tuple[list[list[SpeechEvent]], list[Caches]]:
+    """One step of several streams at once: stream ``i`` takes its next ``chunks[i]`` of samples
+    (``finals[i]``: its last), the network runs once over all of them (:meth:`FsmnVadNetwork.score`),
+    and each stream's end-pointer decides its events. Returns the events and next caches per stream.
+    The one step behind both ``vad`` (offline, :func:`detect_segments`) and ``vad_stream`` (live)."""
+    feats, dbs = [], []
+    for stream, samples, final in zip(streams, chunks, finals, strict=True):
+        f, d = stream.accept_audio(samples, final)
+        feats.append(f)
+        dbs.append(d)
+    scores, next_caches = network.score(feats, caches, finals)
+    events = []
+    for j, stream in enumerate(streams):
+        s = scores[j] if len(feats[j]) else np.zeros((0, 1), np.float32)
+        events.append(stream.accept_scores(s, dbs[j], finals[j]))
+    return events, next_caches
+
+
 def detect_segments(
     network: FsmnVadNetwork,
     waveforms: Sequence[np.ndarray],
@@ -111,7 +135,8 @@ def detect_segments(
     """Speech segments ``(start_ms, end_ms)`` of each whole waveform, batching the network across them.
 
     Each waveform goes through the same incremental path a stream takes (``chunk_seconds`` at a
-    time), so memory is bounded by the chunk, not the audio, and results equal ``vad_stream``'s.
+    time, :func:`step_streams`), so memory is bounded by the chunk, not the audio, and results equal
+    ``vad_stream``'s.
     """
     n = len(waveforms)
     silences = list(max_end_silence_ms) if max_end_silence_ms is not None else [None] * n
@@ -122,22 +147,17 @@ def detect_segments(
     offsets = [0] * n
     active = list(range(n))
     while active:
-        feats, dbs, finals = [], [], []
+        pieces, finals = [], []
         for i in active:
             piece = waveforms[i][offsets[i] : offsets[i] + chunk]
             offsets[i] += len(piece)
-            final = offsets[i] >= len(waveforms[i])
-            f, d = streams[i].accept_audio(piece, final)
-            feats.append(f)
-            dbs.append(d)
-            finals.append(final)
-        scores, next_caches = network.score(feats, [caches[i] for i in active], finals)
-        still = []
+            pieces.append(piece)
+            finals.append(offsets[i] >= len(waveforms[i]))
+        new_events, next_caches = step_streams(
+            network, [streams[i] for i in active], [caches[i] for i in active], pieces, finals
+        )
         for j, i in enumerate(active):
             caches[i] = next_caches[j]
-            s = scores[j] if len(feats[j]) else np.zeros((0, 1), np.float32)
-            events[i].extend(streams[i].accept_scores(s, dbs[j], finals[j]))
-            if not finals[j]:
-                still.append(i)
-        active = still
+            events[i].extend(new_events[j])
+        active = [i for j, i in enumerate(active) if not finals[j]]
     return [events_to_segments(e) for e in events]

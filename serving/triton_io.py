@@ -14,6 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from speechlib.interfaces import BATCH_SIZE_BUCKETS, BATCH_SIZE_METRIC
+from speechlib.languages import normalize_language
 
 
 class RequestError(ValueError):
@@ -141,6 +142,43 @@ def optional_int(request, name: str, default: int | None, low: int, high: int) -
     if not low <= value <= high:
         raise RequestError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _one_value(request, name: str, what: str):
+    """The single element of optional input ``name`` (None when absent)."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    data = tensor.as_numpy().reshape(-1)
+    if data.size != 1:
+        raise RequestError(f"{name} must hold exactly one {what}, got {data.size}")
+    return data[0]
+
+
+def language_input(request, name: str) -> str:
+    """The language option (BYTES, one code; default ``auto``) normalised by the one language
+    mapping (:func:`speechlib.languages.normalize_language`); unknown codes are a RequestError."""
+    value = _one_value(request, name, "code")
+    if value is None:
+        return "auto"
+    code = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+    try:
+        return normalize_language(code)
+    except ValueError as exc:
+        raise RequestError(f"{name}: {exc}") from None
+
+
+def itn_input(request, name: str) -> bool:
+    """The inverse-text-normalisation flag (BOOL, one value; default True)."""
+    value = _one_value(request, name, "value")
+    return True if value is None else bool(value)
+
+
+def text_output(name: str, values) -> pb_utils.Tensor:
+    """A BYTES output of UTF-8 strings with the batch dim of 1: ``[1, len(values)]``."""
+    return pb_utils.Tensor(
+        name, np.array([v.encode("utf-8") for v in values], dtype=np.object_).reshape(1, -1)
+    )
 
 
 def control_value(request, name: str) -> int:

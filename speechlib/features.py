@@ -113,10 +113,6 @@ class StreamingFeatures:
         self._pending_db = np.zeros(0)  # energies of frames whose LFR row is not out yet
         self.finished = False
 
-    @property
-    def frames_emitted(self) -> int:
-        return self._emitted
-
     def accept(self, samples: np.ndarray, final: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if self.finished:
             raise RuntimeError("stream already finished")

@@ -150,10 +150,6 @@ class Endpointer:
                 self._voice_end(self.frames_seen - 1, is_last=True)
         return self._events
 
-    @property
-    def in_speech(self) -> bool:
-        return self.state == _IN_SPEECH
-
     # -- frame classification -------------------------------------------------------------------
     def _classify(self, silence_prob: float, db: float, t: int) -> bool:
         cfg = self.cfg

@@ -5,7 +5,8 @@ Everything comes back as 16 kHz mono float32 (``speechlib.interfaces.SAMPLE_RATE
 ``~/.cache/intrascribe/fixtures``), named by a hash of their recipe (inputs, tool versions and
 ``RECIPE_VERSION``), so they are built once per machine and rebuilt whenever the recipe changes.
 
-Needs ``espeak-ng`` and ``sox`` (``apt-get install espeak-ng sox ffmpeg``; ``scripts/test.sh`` does it).
+Needs ``espeak-ng`` and ``sox`` (``make system-deps``; ``scripts/test.sh`` does it). Files are read back
+through the project's one decoder, :func:`inference_client.audio.decode_audio`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from inference_client.audio import decode_audio
 from speechlib.interfaces import SAMPLE_RATE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -94,69 +96,6 @@ def _tool_version(tool: str) -> str:
 # Reading and writing
 
 
-def load_wav(path: str | os.PathLike) -> np.ndarray:
-    """Audio file -> float32 mono samples at 16 kHz in [-1, 1].
-
-    16 kHz mono files are read with soundfile; anything else (other rates, stereo, other formats) is
-    converted with ffmpeg, or sox if ffmpeg is missing.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(path)
-    try:
-        info = sf.info(str(path))
-    except RuntimeError:
-        info = None
-    if info is not None and info.samplerate == SAMPLE_RATE and info.channels == 1:
-        data, _ = sf.read(str(path), dtype="float32", always_2d=False)
-        return np.ascontiguousarray(data, dtype=np.float32)
-    if shutil.which("ffmpeg"):
-        raw = _run(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-v",
-                "error",
-                "-i",
-                str(path),
-                "-ac",
-                "1",
-                "-ar",
-                str(SAMPLE_RATE),
-                "-f",
-                "f32le",
-                "-",
-            ]
-        )
-    elif shutil.which("sox"):
-        raw = _run(
-            [
-                "sox",
-                "-D",
-                str(path),
-                "-t",
-                "raw",
-                "-e",
-                "floating-point",
-                "-b",
-                "32",
-                "-L",
-                "-c",
-                "1",
-                "-r",
-                str(SAMPLE_RATE),
-                "-",
-            ]
-        )
-    else:
-        what = f"{info.samplerate} Hz, {info.channels} channel(s)" if info else "not readable by soundfile"
-        raise RuntimeError(
-            f"{path} is {what}; converting it to 16 kHz mono needs ffmpeg or sox "
-            "(apt-get install -y ffmpeg sox)"
-        )
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
-
-
 def write_wav(path: str | os.PathLike, audio: np.ndarray, subtype: str = "FLOAT") -> Path:
     """Write 16 kHz mono samples atomically (``subtype`` as soundfile names it: FLOAT, PCM_16)."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -220,7 +159,7 @@ def speak_file(text: str, voice: str = "en-us", speed: int | None = None, pitch:
 
 def speak(text: str, voice: str = "en-us", speed: int | None = None, pitch: int | None = None) -> np.ndarray:
     """espeak-ng speech as 16 kHz mono float32 samples (see :func:`speak_file`)."""
-    return load_wav(speak_file(text, voice, speed, pitch))
+    return decode_audio(speak_file(text, voice, speed, pitch))
 
 
 TRIM_FRAME_S = 0.010
@@ -436,7 +375,7 @@ def tiled(path: str | os.PathLike, seconds: float) -> Path:
     out = fixtures_dir() / "tiled" / f"{path.stem}-{seconds:g}s-{_key(recipe)}.wav"
     if out.exists():
         return out
-    src = load_wav(path)
+    src = decode_audio(path)
     if len(src) == 0:
         raise ValueError(f"{path} has no samples")
     total = int(round(seconds * SAMPLE_RATE))

@@ -23,6 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from export_scripts.common import EXPORT_PYTHON
+from tests.skips import is_allowed
+
+pytest_plugins = ["pytester"]  # tests/test_harness.py runs inner pytest sessions
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 
@@ -231,3 +236,46 @@ def redis_prefix(redis_url) -> Iterator[str]:
             yield prefix
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run may leave out: tests marked `export` need the export environment (deselect them with
+# -m "not export", as `make test-quick` does, rather than letting them skip), and a skip for any
+# reason not in tests/skips.py fails the run — green must mean everything that can run here ran.
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("export") is not None and not EXPORT_PYTHON.is_file():
+        pytest.fail(
+            f"{item.nodeid} needs the export environment ({EXPORT_PYTHON} is missing): run "
+            "`make env-export`, or deselect export tests with -m 'not export' (make test-quick)",
+            pytrace=False,
+        )
+
+
+_unexpected_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not is_allowed(reason):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _unexpected_skips:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [
+        f"{len(_unexpected_skips)} test(s) skipped for a reason not allowed by tests/skips.py "
+        "(install what they need, or make them fail):",
+        *(f"  {line}" for line in _unexpected_skips),
+    ]
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        else:  # pragma: no cover - e.g. run with -p no:terminal
+            print(line)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

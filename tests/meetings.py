@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from inference_client.audio import decode_audio
 from tests.audio import (
     _key,
     _tool_version,
     _write_atomic,
     fixtures_dir,
-    load_wav,
     speak,
     trim_silence,
     write_wav,
@@ -201,4 +201,4 @@ def load_meeting(
     n_speakers: int, seconds: float = 60.0, seed: int = 0, **kw
 ) -> tuple[np.ndarray, list[Turn]]:
     path, turns = synthetic_meeting(n_speakers, seconds, seed, **kw)
-    return load_wav(path), turns
+    return decode_audio(path), turns

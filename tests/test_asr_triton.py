@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export_scripts.common import EXPORT_PYTHON
 from inference_client import TritonClient
-from inference_client.asr import ASRClient
+from inference_client.asr import ASRClient, asr_inputs
+from inference_client.audio import decode_audio
 from inference_client.errors import InferenceError
 from inference_client.metrics import batch_sizes, scrape
 from serving.launcher import TritonServer
@@ -36,11 +39,10 @@ from speechlib import ctc
 from speechlib.interfaces import ASR, SAMPLE_RATE, VAD, Transcribe
 from speechlib.tokens import Vocabulary, strip_tags
 from tests.audio import fixtures_dir, speak_file, write_wav
-from tests.audio import load_wav as read_wav
+from tests.batching import send_mixed
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO / "model_repository"
-EXPORT_PY = REPO / ".envs" / "export" / "bin" / "python"
 TINY = "asr_tiny"
 TORCHSCRIPT = (
     "asr_torchscript"  # the fixture on the torchscript runtime (torch on CPU here, CUDA in the GPU image)
@@ -48,6 +50,9 @@ TORCHSCRIPT = (
 # the fixture with the GPU config's batching (configs/gpu.pbtxt on CPU instances): the CPU config runs
 # one utterance per batch (faster on CPU), so batching is checked where it is used
 BATCHED = "asr_batched"
+# BATCHED with a 200 ms queue delay: requests sent together reliably share one execution, which the
+# "bad input fails alone" test needs (at 5 ms a busy 2-core machine splits them)
+BATCHED_WAIT = "asr_batched_wait"
 PARITY_SENTENCES = [
     ("hello everyone, welcome to the meeting", "en-us"),
     ("我们明天下午开会", "cmn"),
@@ -84,6 +89,7 @@ def _add_model(
     files: Path | None,
     runtime: str | None = None,
     gpu_config: bool = False,
+    queue_delay_us: int | None = None,
 ) -> None:
     folder = repo / name
     (folder / "1").mkdir(parents=True)
@@ -95,6 +101,11 @@ def _add_model(
         config = (MODEL_REPOSITORY / source_model / "config.pbtxt").read_text()
     if name != source_model:
         config = config.replace(f'name: "{source_model}"', f'name: "{name}"', 1)
+    if queue_delay_us is not None:
+        config, n = re.subn(
+            r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {queue_delay_us}", config
+        )
+        assert n == 1, "the config has no dynamic_batching queue delay to change"
     if runtime is not None:
         default = 'key: "runtime" value: { string_value: "onnxruntime" }'
         assert default in config
@@ -123,6 +134,7 @@ def server(tmp_path_factory, artifacts):
     _add_model(repo, TINY, ASR.NAME, artifacts["tiny"])
     _add_model(repo, TORCHSCRIPT, ASR.NAME, artifacts["fixture"], runtime="torchscript")
     _add_model(repo, BATCHED, ASR.NAME, artifacts["fixture"], gpu_config=True)
+    _add_model(repo, BATCHED_WAIT, ASR.NAME, artifacts["fixture"], gpu_config=True, queue_delay_us=200_000)
     _add_model(repo, VAD.NAME, VAD.NAME, artifacts["vad"])
     _add_model(repo, Transcribe.NAME, Transcribe.NAME, None)
     with TritonServer(repo) as triton:
@@ -169,7 +181,7 @@ def funasr_reference(
         tmp = out.with_suffix(".tmp")
         extra = ["--fixture-npz", str(fixture_npz)] if fixture_npz else []
         subprocess.run(
-            [str(EXPORT_PY), "-m", "export_scripts.reference_asr", "--model-dir", str(model_dir), "--out", str(tmp),
+            [str(EXPORT_PYTHON), "-m", "export_scripts.reference_asr", "--model-dir", str(model_dir), "--out", str(tmp),
              "--language", language, "--use-itn", str(int(use_itn)), *extra, *map(str, wavs)],
             cwd=REPO, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -190,7 +202,7 @@ def test_tiny_model_token_ids_and_text_equal_funasr(server, artifacts):
     if not noise.exists():
         write_wav(noise, np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 3).astype(np.float32))
     wavs.append(noise)
-    audios = [read_wav(w) for w in wavs]
+    audios = [decode_audio(w) for w in wavs]
     compared = 0
     for language, use_itn in (("auto", True), ("en", False)):
         by_key = funasr_reference(_hub_source("sensevoice_tiny"), wavs, language, use_itn)
@@ -199,7 +211,7 @@ def test_tiny_model_token_ids_and_text_equal_funasr(server, artifacts):
         async def ours(asr, client, language=language, use_itn=use_itn):
             outs = []
             for a in audios:
-                inputs = asr._inputs(a, language, use_itn)
+                inputs = asr_inputs(a, language, use_itn)
                 outs.append(await client.infer(TINY, inputs, [ASR.TEXT, ASR.TOKEN_IDS, ASR.DETECTED_LANGUAGE,
                                                              ASR.EMOTION, ASR.EVENT]))  # fmt: skip
             return outs
@@ -327,24 +339,26 @@ def test_cpu_config_runs_one_utterance_per_call(server, clips):
     ids=["empty", "nan", "too-long", "too-short", "fp64", "bad-language"],
 )
 def test_bad_input_fails_alone(server, clips, bad, message):
+    """A bad request in the same execution as good ones (the batching config with a longer queue
+    delay, ``asr_batched_wait``; the counters prove they shared it) gets its own error, and the good ones their exact text. A wrong
+    dtype never reaches a batch: Triton refuses it against the config."""
     audio, entry = clips[0]
-
-    async def mixed(asr, client):
-        good = [asr.transcribe(audio, "auto", entry["with_itn"]) for _ in range(3)]
-        if isinstance(bad, str):
-            inputs = asr._inputs(audio, "auto", True)
-            inputs[ASR.LANGUAGE] = np.array([[bad.split(":", 1)[1].encode()]], dtype=np.object_)
-        else:
-            inputs = {ASR.WAVEFORM: bad}
-        badreq = client.infer(ASR.NAME, inputs, [ASR.TEXT])
-        return await asyncio.gather(*good, badreq, return_exceptions=True)
-
-    *good, bad_result = run(_with_asr(server, mixed))
-    assert isinstance(bad_result, InferenceError), bad_result
-    assert message.lower() in str(bad_result).lower(), str(bad_result)
-    for g in good:
+    good = [asr_inputs(audio, "auto", entry["with_itn"]) for _ in range(3)]
+    if isinstance(bad, str):
+        bad_inputs = asr_inputs(audio, "auto", entry["with_itn"])
+        bad_inputs[ASR.LANGUAGE] = np.array([[bad.split(":", 1)[1].encode()]], dtype=np.object_)
+    else:  # the same optional inputs as the good ones: requests with other inputs never share a batch
+        bad_inputs = {**good[0], ASR.WAVEFORM: bad}
+    run = send_mixed(server, BATCHED_WAIT, good, bad_inputs, [ASR.TEXT])
+    if isinstance(bad, np.ndarray) and bad.dtype != np.float32:
+        assert run.refused_before_batching, run
+    else:
+        assert run.shared_one_execution, f"never shared one execution with the good requests: {run}"
+    assert isinstance(run.bad, InferenceError), run.bad
+    assert message.lower() in str(run.bad).lower(), str(run.bad)
+    for g in run.good:
         assert not isinstance(g, Exception), g
-        assert g.text == entry["text"]
+        assert g[ASR.TEXT].reshape(-1)[0].decode() == entry["text"]
 
 
 def test_unknown_language_is_refused_by_client_and_server(server, clips):
@@ -416,7 +430,7 @@ def test_output_shapes_hold_for_any_token_count(server, clips):
 
     async def go(asr, client):
         outs = [
-            await client.infer(ASR.NAME, asr._inputs(a, "auto", True), None) for a in [*quiet, clips[0][0]]
+            await client.infer(ASR.NAME, asr_inputs(a, "auto", True), None) for a in [*quiet, clips[0][0]]
         ]
         return outs
 

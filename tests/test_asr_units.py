@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export_scripts.common import EXPORT_PYTHON
 from speechlib import ctc
 from speechlib.languages import (
     LANGUAGE_PROMPT,
@@ -21,7 +22,6 @@ from speechlib.languages import (
 from speechlib.tokens import SPACE, Vocabulary, detokenize, strip_tags, tag_kind
 
 REPO = Path(__file__).resolve().parents[1]
-EXPORT_PY = REPO / ".envs" / "export" / "bin" / "python"
 
 # -- languages --------------------------------------------------------------------------------------
 
@@ -60,10 +60,34 @@ def test_unknown_language_lists_supported_codes(code):
         assert supported in message
 
 
+def _funasr_sensevoice_dicts() -> dict[str, dict]:
+    """``self.lid_dict`` and ``self.textnorm_dict`` as FunASR's SenseVoiceSmall defines them (read
+    from its source in the export environment, never imported: it needs torch)."""
+    import ast
+
+    (source,) = (REPO / ".envs" / "export" / "lib").glob(
+        "python3*/site-packages/funasr/models/sense_voice/model.py"
+    )
+    found = {}
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+            if node.targets[0].attr in ("lid_dict", "textnorm_dict"):
+                found[node.targets[0].attr] = ast.literal_eval(node.value)
+    return found
+
+
+@pytest.mark.export
 def test_prompt_indices_are_sensevoices():
-    assert [language_prompt(c) for c in ("auto", "zh", "en", "yue", "ja", "ko")] == [0, 3, 4, 7, 11, 12]
-    assert LANGUAGE_PROMPT["nospeech"] == 13
-    assert TEXTNORM_PROMPT == {True: 14, False: 15}
+    """Our prompt-embedding indices (what the ONNX ``language``/``textnorm`` inputs take) are FunASR's."""
+    theirs = _funasr_sensevoice_dicts()
+    assert LANGUAGE_PROMPT == theirs["lid_dict"]
+    assert {c: language_prompt(c) for c in theirs["lid_dict"] if c != "nospeech"} == {
+        c: i for c, i in theirs["lid_dict"].items() if c != "nospeech"
+    }
+    assert TEXTNORM_PROMPT == {
+        True: theirs["textnorm_dict"]["withitn"],
+        False: theirs["textnorm_dict"]["woitn"],
+    }
 
 
 # -- vocabulary -------------------------------------------------------------------------------------
@@ -124,7 +148,8 @@ def test_detokenize_like_sentencepiece():
 
 
 def test_detokenize_equals_sentencepiece_decode(tmp_path):
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm  # installed in the serving env (requirements/serve.txt)
+
     corpus = tmp_path / "corpus.txt"
     rng = np.random.default_rng(0)
     words = ["hello", "world", "meeting", "notes", "你好", "世界", "会议", "2024", "ok,", "yes."]
@@ -292,7 +317,6 @@ json.dump(out, sys.stdout)
 
 
 @pytest.mark.export
-@pytest.mark.skipif(not EXPORT_PY.exists(), reason="no export environment (.envs/export)")
 def test_forced_align_equals_funasrs(tmp_path):
     """Our numpy Viterbi equals FunASR's own ``ctc_forced_align`` frame for frame on random inputs,
     including the blank boost FunASR applies first."""
@@ -315,7 +339,7 @@ def test_forced_align_equals_funasrs(tmp_path):
     script = tmp_path / "align.py"
     script.write_text(ALIGN_SCRIPT)
     proc = subprocess.run(
-        [str(EXPORT_PY), str(script), str(source), str(tmp_path / "cases.npz")],
+        [str(EXPORT_PYTHON), str(script), str(source), str(tmp_path / "cases.npz")],
         capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     theirs = json.loads(proc.stdout)

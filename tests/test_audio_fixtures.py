@@ -20,7 +20,7 @@ def _gaps(regions, total_s):
 
 def test_known_silence_regions_are_inside_sorted_and_apart():
     path, regions = audio.known_silence_file()
-    x = audio.load_wav(path)
+    x = audio.decode_audio(path)
     total = len(x) / SAMPLE_RATE
     assert x.dtype == np.float32 and x.ndim == 1
     assert 17.0 <= total <= 23.0
@@ -38,7 +38,7 @@ def test_known_silence_regions_are_inside_sorted_and_apart():
 
 def test_known_silence_speech_is_loud_and_gaps_are_low_noise():
     path, regions = audio.known_silence_file()
-    x = audio.load_wav(path)
+    x = audio.decode_audio(path)
     total = len(x) / SAMPLE_RATE
     for start, end in regions:
         seg = x[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
@@ -91,13 +91,13 @@ def test_trim_silence_drops_padding_only():
     assert 7800 <= len(trimmed) <= 8160
 
 
-def test_load_wav_converts_rate_and_channels(tmp_path):
+def test_decode_audio_converts_rate_and_channels(tmp_path):
     sr = 44100
     t = np.arange(int(1.5 * sr)) / sr
     stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 440 * t)], axis=1)
     src = tmp_path / "stereo44k.wav"
     sf.write(str(src), stereo, sr)
-    x = audio.load_wav(src)
+    x = audio.decode_audio(src)
     assert x.dtype == np.float32 and x.ndim == 1
     assert abs(len(x) - 1.5 * SAMPLE_RATE) <= 160
     assert 0.2 < np.abs(x).max() < 0.45
@@ -138,9 +138,9 @@ def test_merge_regions():
 
 def test_tiled_repeats_the_source():
     path, turns = audio.pyannote_sample()
-    src = audio.load_wav(path)
+    src = audio.decode_audio(path)
     long = audio.tiled(path, 75.0)
-    x = audio.load_wav(long)
+    x = audio.decode_audio(long)
     assert len(x) == 75 * SAMPLE_RATE
     q = 1 / 32768  # PCM_16
     assert np.allclose(x[: len(src)], src, atol=q)

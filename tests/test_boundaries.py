@@ -1,4 +1,4 @@
-"""The import boundaries of docs/ARCHITECTURE.md, checked statically over the source (AST).
+"""The import boundaries of docs/architecture.md, checked statically over the source (AST).
 
 Every ``import`` / ``from ... import`` anywhere in a file counts (also inside functions and
 ``try`` blocks), and so do ``importlib.import_module("x")`` / ``__import__("x")`` with literal names.

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 from export_scripts import build, download
-from export_scripts.common import REPO_ROOT, default_cache_root
+from export_scripts.common import EXPORT_PYTHON, REPO_ROOT, default_cache_root
 
-EXPORT_PY = REPO_ROOT / ".envs" / "export" / "bin" / "python"
 BPE = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 FILES = ("model.onnx", "am.mvn", "config.yaml", BPE, "tokens.json", "export_meta.json")
 INPUTS = ["speech", "speech_lengths", "language", "textnorm"]
@@ -42,13 +41,10 @@ SPECIALS = {
     25017: "<|woitn|>",
 }
 
-pytestmark = [
-    pytest.mark.export,
-    pytest.mark.skipif(not EXPORT_PY.exists(), reason="no export environment (.envs/export)"),
-]
+pytestmark = pytest.mark.export
 
 
-def run_py(args, python=EXPORT_PY, timeout=600):
+def run_py(args, python=EXPORT_PYTHON, timeout=600):
     t0 = time.monotonic()
     proc = subprocess.run(
         [str(python), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout

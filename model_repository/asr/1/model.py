@@ -14,51 +14,22 @@ from serving.triton_io import (
     ModelContext,
     RequestError,
     error_response,
+    itn_input,
+    language_input,
+    text_output,
     waveform_input,
 )
 from speechlib.interfaces import ASR, SAMPLE_RATE
-from speechlib.languages import normalize_language
-
-
-def language_input(request) -> str:
-    tensor = pb_utils.get_input_tensor_by_name(request, ASR.LANGUAGE)
-    if tensor is None:
-        return "auto"
-    data = tensor.as_numpy().reshape(-1)
-    if data.size != 1:
-        raise RequestError(f"{ASR.LANGUAGE} must hold exactly one code, got {data.size}")
-    value = data[0]
-    code = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-    try:
-        return normalize_language(code)
-    except ValueError as exc:
-        raise RequestError(f"{ASR.LANGUAGE}: {exc}") from None
-
-
-def itn_input(request) -> bool:
-    tensor = pb_utils.get_input_tensor_by_name(request, ASR.USE_ITN)
-    if tensor is None:
-        return True
-    data = tensor.as_numpy().reshape(-1)
-    if data.size != 1:
-        raise RequestError(f"{ASR.USE_ITN} must hold exactly one value, got {data.size}")
-    return bool(data[0])
-
-
-def text_tensor(name: str, values):
-    """BYTES output with the batch dim of 1: ``[1, len(values)]``."""
-    array = np.array([v.encode("utf-8") for v in values], dtype=np.object_).reshape(1, -1)
-    return pb_utils.Tensor(name, array)
 
 
 def response_for(result):
     return pb_utils.InferenceResponse(
         output_tensors=[
-            text_tensor(ASR.TEXT, [result.text]),
-            text_tensor(ASR.DETECTED_LANGUAGE, [result.language]),
-            text_tensor(ASR.EMOTION, [result.emotion]),
-            text_tensor(ASR.EVENT, [result.event]),
-            text_tensor(ASR.TOKENS, result.tokens),
+            text_output(ASR.TEXT, [result.text]),
+            text_output(ASR.DETECTED_LANGUAGE, [result.language]),
+            text_output(ASR.EMOTION, [result.emotion]),
+            text_output(ASR.EVENT, [result.event]),
+            text_output(ASR.TOKENS, result.tokens),
             pb_utils.Tensor(ASR.TOKEN_IDS, np.ascontiguousarray(result.token_ids, np.int32).reshape(1, -1)),
             pb_utils.Tensor(
                 ASR.TOKEN_TIMES_MS, np.ascontiguousarray(result.token_times_ms, np.int32).reshape(1, -1, 2)
@@ -101,8 +72,8 @@ class TritonPythonModel:
                     raise RequestError(
                         f"{ASR.WAVEFORM} holds {wave.size} samples; send at least {MIN_SAMPLES} (25 ms at 16 kHz)"
                     )
-                langs.append(language_input(request))
-                itns.append(itn_input(request))
+                langs.append(language_input(request, ASR.LANGUAGE))
+                itns.append(itn_input(request, ASR.USE_ITN))
                 waves.append(wave)
                 index.append(i)
             except RequestError as exc:

@@ -11,37 +11,21 @@ import asyncio
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.triton_io import ModelContext, RequestError, error_response, int_output, waveform_input
+from serving.triton_io import (
+    ModelContext,
+    RequestError,
+    error_response,
+    int_output,
+    itn_input,
+    language_input,
+    text_output,
+    waveform_input,
+)
 from speechlib.interfaces import ASR, SAMPLE_RATE, VAD, Transcribe
-from speechlib.languages import normalize_language
 
 
 class ModelCallError(RuntimeError):
     """A call to ``vad`` or ``asr`` failed; its message goes back to the client."""
-
-
-def _options(request):
-    """(language code, use_itn) of a request, validated; the tensors are passed on to ``asr`` as sent."""
-    language = "auto"
-    tensor = pb_utils.get_input_tensor_by_name(request, Transcribe.LANGUAGE)
-    if tensor is not None:
-        data = tensor.as_numpy().reshape(-1)
-        if data.size != 1:
-            raise RequestError(f"{Transcribe.LANGUAGE} must hold exactly one code, got {data.size}")
-        value = data[0]
-        code = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-        try:
-            language = normalize_language(code)
-        except ValueError as exc:
-            raise RequestError(f"{Transcribe.LANGUAGE}: {exc}") from None
-    use_itn = True
-    tensor = pb_utils.get_input_tensor_by_name(request, Transcribe.USE_ITN)
-    if tensor is not None:
-        data = tensor.as_numpy().reshape(-1)
-        if data.size != 1:
-            raise RequestError(f"{Transcribe.USE_ITN} must hold exactly one value, got {data.size}")
-        use_itn = bool(data[0])
-    return language, use_itn
 
 
 async def _call(model: str, inputs, outputs):
@@ -75,18 +59,13 @@ async def _transcribe(wave: np.ndarray, language: str, use_itn: bool):
     results = await asyncio.gather(*calls)
     texts = [[_text(r[name]) for r in results] for name in outputs]
 
-    def strings(name, values):
-        return pb_utils.Tensor(
-            name, np.array([v.encode("utf-8") for v in values], dtype=np.object_).reshape(1, -1)
-        )
-
     return pb_utils.InferenceResponse(
         output_tensors=[
             int_output(Transcribe.SEGMENTS, segments),
-            strings(Transcribe.TEXTS, texts[0]),
-            strings(Transcribe.LANGUAGES, texts[1]),
-            strings(Transcribe.EMOTIONS, texts[2]),
-            strings(Transcribe.EVENTS, texts[3]),
+            text_output(Transcribe.TEXTS, texts[0]),
+            text_output(Transcribe.LANGUAGES, texts[1]),
+            text_output(Transcribe.EMOTIONS, texts[2]),
+            text_output(Transcribe.EVENTS, texts[3]),
         ]
     )
 
@@ -100,7 +79,9 @@ class TritonPythonModel:
         for request in requests:
             try:
                 wave = waveform_input(request, Transcribe.WAVEFORM, Transcribe.MAX_SECONDS, SAMPLE_RATE)
-                jobs.append(_transcribe(wave, *_options(request)))
+                language = language_input(request, Transcribe.LANGUAGE)
+                use_itn = itn_input(request, Transcribe.USE_ITN)
+                jobs.append(_transcribe(wave, language, use_itn))
             except RequestError as exc:
                 jobs.append(_failed(str(exc)))
         results = await asyncio.gather(*jobs, return_exceptions=True)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.fsmn_vad import FsmnVadNetwork
+from serving.fsmn_vad import FsmnVadNetwork, step_streams
 from serving.triton_io import (
     BatchSizeMetric,
     ModelContext,
@@ -55,30 +55,26 @@ class TritonPythonModel:
 
     def _step(self, items):
         """Run one chunk of each (stream, samples, final) item; returns each item's event rows."""
-        feats, dbs = [], []
-        for stream, samples, final in items:
-            f, d = stream.vad.accept_audio(samples, final)
-            feats.append(f)
-            dbs.append(d)
-        scores, caches = self.network.score(feats, [s.caches for s, _, _ in items], [f for _, _, f in items])
-        rows = []
-        for j, (stream, _, final) in enumerate(items):
-            stream.caches = caches[j]
-            s = scores[j] if len(feats[j]) else np.zeros((0, 1), np.float32)
-            events = stream.vad.accept_scores(s, dbs[j], final)
-            rows.append(
-                np.array(
-                    [
-                        [
-                            NO_TIME if e.start_ms is None else e.start_ms,
-                            NO_TIME if e.end_ms is None else e.end_ms,
-                        ]
-                        for e in events
-                    ],
-                    dtype=np.int32,
-                ).reshape(-1, 2)
-            )
-        return rows
+        streams = [stream for stream, _, _ in items]
+        events, caches = step_streams(
+            self.network,
+            [stream.vad for stream in streams],
+            [stream.caches for stream in streams],
+            [samples for _, samples, _ in items],
+            [final for _, _, final in items],
+        )
+        for stream, c in zip(streams, caches, strict=True):
+            stream.caches = c
+        return [
+            np.array(
+                [
+                    [NO_TIME if e.start_ms is None else e.start_ms, NO_TIME if e.end_ms is None else e.end_ms]
+                    for e in ev
+                ],
+                dtype=np.int32,
+            ).reshape(-1, 2)
+            for ev in events
+        ]
 
     def execute(self, requests):
         now = time.monotonic()
