@@ -12,15 +12,24 @@ imports numpy, PyAV and speechlib only, so it also loads in the export environme
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from speechlib.interfaces import SAMPLE_RATE
 
-__all__ = ["AudioDecodeError", "AudioInfo", "decode_audio", "iter_audio", "probe_audio"]
+__all__ = [
+    "AudioDecodeError",
+    "AudioInfo",
+    "DecodedAudio",
+    "decode_audio",
+    "decode_to_file",
+    "iter_audio",
+    "probe_audio",
+]
 
 # Planar/packed sample formats -> the scale that maps them to [-1, 1] (unsigned 8-bit is offset too).
 _INT_SCALE = {
@@ -165,3 +174,98 @@ def decode_audio(source: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarr
     if not np.isfinite(x).all():
         raise AudioDecodeError("the audio holds NaN or infinite samples")
     return np.clip(x, -1.0, 1.0, out=x)
+
+
+# -- decoded once, on disk --------------------------------------------------------------------------
+
+_PCM_DTYPE = np.dtype("<f4")  # raw little-endian float32, no header
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A recording decoded by :func:`decode_to_file`: raw little-endian float32 mono samples at
+    ``sample_rate`` Hz in ``path`` (no header), clipped to [-1, 1], finite. ``source`` is the probe of
+    the original file with ``duration_s`` replaced by the decoded duration. Read it in pieces
+    (:meth:`read`, :meth:`blocks`): nothing here loads the whole file."""
+
+    path: Path
+    sample_rate: int
+    num_samples: int
+    source: AudioInfo | None = None
+
+    @classmethod
+    def open(
+        cls, path: str | Path, sample_rate: int = SAMPLE_RATE, source: AudioInfo | None = None
+    ) -> DecodedAudio:
+        """An existing decoded file (its length from its size)."""
+        path = Path(path)
+        size = path.stat().st_size
+        if size % _PCM_DTYPE.itemsize:
+            raise AudioDecodeError(f"{path} is not a whole number of float32 samples ({size} bytes)")
+        return cls(path, sample_rate, size // _PCM_DTYPE.itemsize, source)
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio."""
+        return self.num_samples / self.sample_rate
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``[start, stop)`` (sample indices, clamped to the file) as a new float32 array."""
+        stop = self.num_samples if stop is None else min(int(stop), self.num_samples)
+        start = max(0, min(int(start), stop))
+        if stop <= start:
+            return np.zeros(0, np.float32)
+        with open(self.path, "rb") as f:
+            f.seek(start * _PCM_DTYPE.itemsize)
+            x = np.fromfile(f, dtype=_PCM_DTYPE, count=stop - start)
+        if x.size != stop - start:
+            raise AudioDecodeError(
+                f"{self.path} is shorter than {self.num_samples} samples: changed on disk?"
+            )
+        return x.astype(np.float32, copy=False)
+
+    def blocks(self, block_s: float = 30.0, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """Samples ``[start, stop)`` in float32 blocks of ``block_s`` seconds (the last shorter)."""
+        stop = self.num_samples if stop is None else min(int(stop), self.num_samples)
+        step = max(1, int(block_s * self.sample_rate))
+        for a in range(max(0, int(start)), stop, step):
+            yield self.read(a, min(a + step, stop))
+
+
+def decode_to_file(
+    source: str | Path,
+    destination: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    block_s: float = 30.0,
+    progress: Callable[[float], object] | None = None,
+) -> DecodedAudio:
+    """Decode ``source`` once to ``destination``: raw little-endian float32 mono at ``sample_rate`` Hz,
+    clipped to [-1, 1] (the samples :func:`decode_audio` returns, bit for bit), written block by block
+    (memory: one block of ``block_s`` seconds, whatever the file's length).
+
+    The file appears under its name only when complete (written to ``<destination>.partial``, then
+    renamed), so an existing ``destination`` is a whole decode. ``progress`` gets the seconds decoded so
+    far after each block. A file with no samples gives an empty :class:`DecodedAudio` (not an error:
+    callers decide); undecodable input and NaN/inf samples raise :class:`AudioDecodeError`, before any
+    sample is written for a file that is not audio at all."""
+    info = probe_audio(source)
+    destination = Path(destination)
+    partial = destination.with_name(destination.name + ".partial")
+    n = 0
+    try:
+        with open(partial, "wb") as out:
+            for block in iter_audio(source, sample_rate, block_s):
+                if not np.isfinite(block).all():
+                    raise AudioDecodeError("the audio holds NaN or infinite samples")
+                np.clip(block, -1.0, 1.0, out=block)
+                out.write(block.astype(_PCM_DTYPE, copy=False).tobytes())
+                n += block.size
+                if progress is not None:
+                    progress(n / sample_rate)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, destination)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return DecodedAudio(destination, sample_rate, n, replace(info, duration_s=n / sample_rate))
