@@ -624,11 +624,11 @@ class Transcriber:
             loop = asyncio.get_running_loop()
             claimed = info.duration_s
 
-            def report(seconds: float) -> None:
+            def report(seconds: float) -> None:  # in the decoding thread: wait for the callback
                 fraction = min(1.0, seconds / claimed) if claimed else 0.0
                 p = TranscriptionProgress("decode", fraction, seconds, claimed)
                 if progress is not None:
-                    loop.call_soon_threadsafe(lambda: asyncio.ensure_future(_call(progress, p)))
+                    asyncio.run_coroutine_threadsafe(_call(progress, p), loop).result()
 
             audio = await asyncio.to_thread(decode_to_file, source, target, SAMPLE_RATE, 30.0, report)
         timings["decode"] = time.perf_counter() - t0
