@@ -6,10 +6,17 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from api.context import AppContext
 from api.core.security import Principal
+
+
+def unprocessable(loc: tuple[str, ...], msg: str) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own (``{"detail": [{"type", "loc", "msg"}]}``), for checks that
+    run in the route rather than in the request model."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg}])
 
 
 def get_ctx(request: Request) -> AppContext:

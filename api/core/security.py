@@ -24,6 +24,7 @@ from api.core.config import AuthMode, Settings
 
 ASYMMETRIC_ALGORITHMS = ("ES256", "RS256")
 API_KEY_PREFIX = "isk_"
+ZXCVBN_MAX_CHARS = 72
 
 _password_hash = PasswordHash.recommended()  # argon2id with pwdlib's current parameters
 
@@ -103,8 +104,9 @@ def password_problem(password: str, min_score: int, user_inputs: list[str]) -> s
         return None
     from zxcvbn import zxcvbn
 
-    # zxcvbn's cost grows with length; a long password is checked on its first 100 characters
-    result = zxcvbn(password[:100], user_inputs=[u for u in user_inputs if u])
+    # zxcvbn refuses more than 72 characters (and its cost grows with length): a longer password
+    # is judged by its first 72, which is a lower bound on its strength
+    result = zxcvbn(password[:ZXCVBN_MAX_CHARS], user_inputs=[u[:100] for u in user_inputs if u])
     if result["score"] >= min_score:
         return None
     feedback = result.get("feedback") or {}

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.core.auth import AUTH_PREFIX
 from api.core.security import hash_password, issue_access_token, password_problem, verify_password
-from api.deps import DB, Ctx
+from api.deps import DB, Ctx, unprocessable
 from api.models import User, UserCredential
 from api.schemas import LoginIn, RegisterIn, TokenOut, TokenUser
 
@@ -51,7 +51,7 @@ def register(body: RegisterIn, request: Request, db: DB, ctx: Ctx) -> TokenOut:
         body.password, ctx.settings.password_min_score, [body.email, body.username or ""]
     )
     if problem:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
+        raise unprocessable(("body", "password"), problem)
     with limits.hashing.slot():
         password_hash = hash_password(body.password)
     user = User(email=body.email, username=body.username, full_name=body.full_name, preferences={})

@@ -13,7 +13,7 @@ from api.blobstore import BlobNotFound, BlobTooLarge
 from api.core.security import Principal, Scope
 from api.crud import audio as audio_crud
 from api.crud import sessions as crud
-from api.deps import DB, Ctx, require_scopes
+from api.deps import DB, Ctx, require_scopes, unprocessable
 from api.models import DEFAULT_LANGUAGE, DEFAULT_SESSION_TITLE, AudioFile, RecordingSession, SessionStatus
 from api.schemas import (
     MAX_OFFSET,
@@ -182,7 +182,7 @@ async def upload_audio_file(session_id: uuid.UUID, request: Request, ctx: Ctx, p
     try:
         boundary = multipart_boundary(request.headers.get("content-type"))
     except UploadError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
+        raise unprocessable(("body", UPLOAD_FIELD), str(e)) from None
     body = request.stream().__aiter__()
 
     async def next_chunk() -> bytes:
@@ -211,7 +211,7 @@ async def upload_audio_file(session_id: uuid.UUID, request: Request, ctx: Ctx, p
     try:
         row = await anyio.to_thread.run_sync(store)
     except UploadError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
+        raise unprocessable(("body", UPLOAD_FIELD), str(e)) from None
     except BlobTooLarge:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,

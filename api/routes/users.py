@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, status
 
 from api.core.security import Principal, Scope
 from api.crud.sessions import template_visible
-from api.deps import DB, require_scopes
+from api.deps import DB, require_scopes, unprocessable
 from api.models import User
 from api.schemas import (
     MAX_PREFERENCES_BYTES,
@@ -59,7 +59,7 @@ def update_preferences(body: PreferencesIn, db: DB, principal: Caller) -> UserPr
     try:
         bounded_json(merged, MAX_PREFERENCES_BYTES)
     except ValueError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"preferences: {e}") from None
+        raise unprocessable(("body",), f"preferences: {e}") from None
     user.preferences = merged
     db.commit()
     return _out(user)

@@ -40,7 +40,9 @@ def test_register_issues_supabase_shaped_token(client, app):
 
 def test_login(client):
     register(client, "bob@example.com", password="s3cret orbit lantern")
-    ok = client.post("/api/v1/auth/login", json={"email": "BOB@example.com", "password": "s3cret orbit lantern"})
+    ok = client.post(
+        "/api/v1/auth/login", json={"email": "BOB@example.com", "password": "s3cret orbit lantern"}
+    )
     assert ok.status_code == 200
     assert (
         client.get(PROFILE, headers={"Authorization": f"Bearer {ok.json()['access_token']}"}).status_code
@@ -56,7 +58,8 @@ def test_register_conflict_and_validation(client):
     register(client, "carol@example.com")
     assert (
         client.post(
-            "/api/v1/auth/register", json={"email": "carol@example.com", "password": "another correct passphrase"}
+            "/api/v1/auth/register",
+            json={"email": "carol@example.com", "password": "another correct passphrase"},
         ).status_code
         == 409
     )

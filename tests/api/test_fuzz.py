@@ -1,0 +1,174 @@
+"""Schema-driven fuzzing of every operation in the OpenAPI document (schemathesis), against the app
+with its real dependencies: PostgreSQL, Redis (queue, live data, rate-limit counts) and a
+tritonserver with the dev fsmn-VAD models (what /health and /info ask).
+
+Each generated request (valid and invalid inputs) is sent three times: with a user's access token,
+with one of their API keys, and with no credential. It must never produce a 500, and a response
+whose status the document describes must match its schema. Another 5xx passes only where the
+operation's OpenAPI entry documents it (503 from /health when a dependency is down). A new route
+is fuzzed from its first day: the test walks the document, not a list.
+
+Bounded: ``FUZZ_EXAMPLES`` examples per operation (hypothesis, derandomized so CI is repeatable;
+set INTRASCRIBE_FUZZ_EXAMPLES / INTRASCRIBE_FUZZ_SEED to dig deeper locally).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from api.core.auth import AUTH_PREFIX
+from api.main import create_app
+from tests.api.conftest import make_settings, register
+
+FUZZ_EXAMPLES = int(os.environ.get("INTRASCRIBE_FUZZ_EXAMPLES", "25"))
+FUZZ_AUTH_EXAMPLES = max(1, FUZZ_EXAMPLES // 3)
+OPERATOR_TOKEN = "fuzz-operator-" + "t" * 24
+STATS: collections.Counter = collections.Counter()
+STATUSES: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+
+class _Server:
+    """The app under uvicorn on a loopback port, in a thread of this process (as deployed: one
+    lifespan, real HTTP; schemathesis' ASGI transport would start and stop the app per request)."""
+
+    def __init__(self, app):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory, api_pg_url, redis_url, redis_prefix, triton_vad):
+    data_dir = tmp_path_factory.mktemp("fuzz")
+    settings_ = make_settings(
+        data_dir,
+        database_url=api_pg_url,
+        redis_url=redis_url,
+        redis_prefix=f"{redis_prefix}fuzz:",
+        queue_backend="redis",
+        triton_http_url=triton_vad.ports.http_url,
+        triton_models=["vad", "vad_stream"],
+        operator_token=OPERATOR_TOKEN,
+        max_upload_bytes=256 * 1024,
+        sse_max_stream_seconds=2.0,
+    )
+    with _Server(create_app(settings_)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        user = register(client)
+        r = client.post("/api/v1/api-keys", json={"name": "fuzz"}, headers=user["headers"])
+        assert r.status_code == 201, r.text
+        server.credentials = {
+            "token": user["headers"],
+            "api_key": {"X-API-Key": r.json()["key"]},
+            "none": {},
+        }
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fuzz_schema(fuzz_server):
+    return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(request):
+    yield
+    if not STATS:
+        return
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [
+        f"fuzz: {len(STATUSES)} operations, {STATS['examples']} examples, {STATS['calls']} calls, "
+        f"{STATS['5xx']} 5xx (of which undocumented: {STATS['5xx_undocumented']})"
+    ]
+    for op, counts in sorted(STATUSES.items()):
+        lines.append(f"  {op}: " + ", ".join(f"{k}×{v}" for k, v in sorted(counts.items())))
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if reporter and capture:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("\n" + "\n".join(lines))
+
+
+schema = schemathesis.pytest.from_fixture("fuzz_schema")
+
+
+def _documented(case, status: int) -> bool:
+    responses = case.operation.definition.raw.get("responses", {})
+    return str(status) in responses or f"{str(status)[0]}XX" in responses
+
+
+def _without_credentials(case) -> None:
+    if case.headers:
+        for name in list(case.headers):
+            if name.lower() in ("authorization", "x-api-key"):
+                del case.headers[name]
+
+
+def _exercise(case, calls: dict[str, dict[str, str]]) -> None:
+    STATS["examples"] += 1
+    _without_credentials(case)
+    for who, headers in calls.items():
+        if case.path in ("/health", "/info") and who == "token":
+            headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}  # the detailed health body
+        response = case.call(headers=headers)
+        STATS["calls"] += 1
+        STATUSES[case.operation.label][response.status_code] += 1
+        checks = [response_schema_conformance]
+        if response.status_code >= 500:
+            STATS["5xx"] += 1
+            if response.status_code == 500 or not _documented(case, response.status_code):
+                STATS["5xx_undocumented"] += 1
+                checks.append(not_a_server_error)
+        case.validate_response(response, checks=checks)
+
+
+_BOUNDED = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@schema.exclude(path_regex=f"^{AUTH_PREFIX}/").parametrize()
+@settings(max_examples=FUZZ_EXAMPLES, **_BOUNDED)
+def test_no_server_error(case, fuzz_server):
+    """Every operation but register/login, as the user (token, API key) and as nobody."""
+    _exercise(case, fuzz_server.credentials)
+
+
+@schema.include(path_regex=f"^{AUTH_PREFIX}/").parametrize()
+@settings(max_examples=FUZZ_AUTH_EXAMPLES, **_BOUNDED)
+def test_no_server_error_on_public_auth(case, fuzz_server):
+    """Register and login: public, so one call each; fewer examples, since every accepted one
+    computes an argon2 hash (~0.1-0.7 s here) on purpose."""
+    _exercise(case, {"none": {}})
