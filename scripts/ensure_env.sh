@@ -21,8 +21,8 @@ hash=$( { cat "$req" "$0"; "$PY" -c 'import sys; print(sys.version)'; } | sha256
 env="$cache/envs/$name-$hash"
 
 # pip, quietly, minus the "Location" warnings of a pip that sees several site-packages; the pipeline's
-# status is pip's (pipefail, and the filter itself never fails).
-pip_q() { "$env/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+# status is pip's (pipefail, and sed exits 0 whatever it filters).
+pip_q() { "$env/bin/python" -m pip "$@" 2>&1 | sed '/^WARNING: Location/d'; }
 
 smoke_test() {
   case "$name" in
@@ -56,7 +56,8 @@ if [ ! -f "$env/.complete" ]; then
   echo "building the $name environment in $env (requirements/$name.txt changed or first run)"
   rm -rf "$env"
   mkdir -p "$cache/envs"
-  trap 'echo "building the $name environment failed: removing the partial $env" >&2; rm -rf "$env"' ERR
+  # whatever stops the build (set -e), a folder without .complete is removed, never reused
+  trap '[ -f "$env/.complete" ] || { echo "building the $name environment failed: removing the partial $env" >&2; rm -rf "$env"; }' EXIT
   "$PY" -m venv "$env"
   pip_q install -q --upgrade pip
   pip_q install -q -r "$req"
@@ -73,7 +74,7 @@ if [ ! -f "$env/.complete" ]; then
   fi
   smoke_test
   touch "$env/.complete"
-  trap - ERR
+  trap - EXIT
 fi
 site=$("$env/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$root" > "$site/intrascribe_checkout.pth"
