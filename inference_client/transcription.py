@@ -35,12 +35,15 @@ segment and which starts reading :data:`PRE_ROLL_MS` (3 s) before the first redo
 ``chunk end - guard`` when none was found), aligned to the 10 ms frame grid. The pre-roll gives the
 FSMN network (0.8 s receptive field) and the end-pointer's windows (lookback 200 ms) the same context
 the one-request run had, so the redone segments come out with the same times (tested against one
-request over the whole audio). Segments of chunk ``k + 1`` that start before its cut are the tail of
-a segment already kept (the pre-roll reached into it) and are dropped; only when such a segment
-runs on at least :data:`MIN_SPLIT_MS` past the cut is its remainder kept from the cut on — which
-happens only where the audio gave no silence to cut at (speech capped at 30 s back to back over a
-whole chunk: then a segment is split at the cut, never lost or doubled). A cap-continuation (a 30 s
-segment followed at once by the next) is not a place to cut: the cut moves back to a real gap.
+request over the whole audio). Segments of chunk ``k + 1`` that end at or before its cut are the
+tail of a segment already kept (the pre-roll reached into it) and are dropped; a segment that starts
+before the cut and runs on past it is kept from the cut on (:data:`MIN_SPLIT_MS`). That happens
+only where a chunk held no silence to cut at — a segment longer than ``vad_chunk_s`` minus guard
+and pre-roll (4.9 s; only chunks under 35 s can meet a 30 s segment), or capped speech back to back
+over a whole chunk: the segment is split at the chunk's end, never lost or doubled. Speech longer
+than 30 s comes out of VAD as capped segments back to back; when a cut falls inside such a run, the
+next chunk starts reading before the run's first segment, so its caps fall where one request's do
+(if the run fits in one chunk; a longer run is covered just the same, with its caps moved).
 
 **Checkpoints and resume.** After each chunk's ASR is complete the engine calls ``on_checkpoint``
 with a :class:`ChunkCheckpoint` (JSON-able with :meth:`ChunkCheckpoint.to_dict`: the chunk's cut,
@@ -110,12 +113,14 @@ LOOKAHEAD_MS = 100  # fsmn-VAD's lookahead_time_end_point: a segment ends this l
 GUARD_MARGIN_MS = 1000
 PRE_ROLL_MS = 3000
 """A chunk starts reading this long before the first segment it redoes (see the module docstring)."""
-MIN_SPLIT_MS = 250
-"""A segment of a chunk that starts before the chunk's cut is kept (from the cut) only if it runs on
-at least this long past the cut; shorter, it is the already-kept segment's tail seen again."""
-MIN_CUT_GAP_MS = 1
-"""Two segments closer than this are one stretch of speech capped at 30 s: no cut between them."""
 FRAME_MS = 10  # fsmn-VAD's frame shift: chunks start on this grid, so frames and times line up
+MIN_SPLIT_MS = FRAME_MS
+"""A segment of a chunk that starts before the chunk's cut is kept (from the cut) when it runs on at
+least this long past the cut, so no speech after a cut is dropped; a sliver of silence kept this way
+gets empty text from ASR and leaves the transcript (ending at or before the cut: the already-kept
+segment's tail seen again)."""
+CHAIN_GAP_MS = 1
+"""Two segments closer than this (ms) are one stretch of speech that VAD capped at 30 s."""
 CHECKPOINT_VERSION = 1
 
 
@@ -371,29 +376,25 @@ def plan_chunk(
     n = 0
     while n < len(found) and found[n].end_ms <= limit:
         n += 1
-    # Never cut between a 30 s-capped segment and its continuation: move back to a real gap.
-    k = n
-    while k > 0 and k < len(found) and found[k].start_ms - found[k - 1].end_ms < MIN_CUT_GAP_MS:
-        k -= 1
-    if k > 0 or n == 0:
-        n = k
     kept = found[:n]
     rest = found[n:]
     next_cut = kept[-1].end_ms if kept else cut_ms
-    redo_from = min(rest[0].start_ms, limit) if rest else limit
-    next_read = max(_grid(redo_from - PRE_ROLL_MS), _grid(next_cut - PRE_ROLL_MS))
+    anchor = min(rest[0].start_ms, limit) if rest else limit
+    if kept and rest and rest[0].start_ms - kept[-1].end_ms < CHAIN_GAP_MS:
+        # The cut falls between a segment capped at 30 s and its continuation: the next request
+        # starts before the whole run of capped segments, so its caps fall where one request's do.
+        i = n - 1
+        while i > 0 and found[i].start_ms - found[i - 1].end_ms < CHAIN_GAP_MS:
+            i -= 1
+        anchor = min(anchor, found[i].start_ms)
+    next_read = _grid(anchor - PRE_ROLL_MS)
     if next_read <= read_start_ms:
-        # No silence to cut at in this whole chunk (speech back to back, or a chunk too short for its
-        # first segment): keep what ended before the limit, or split the first segment at the limit.
+        # No silence to cut at in this chunk (speech back to back, or a chunk too short for its first
+        # segment): keep that segment as this request saw it, closed by the end of the input if it
+        # was still open; the next chunk keeps whatever runs on past it (the straddle rule above).
         if not kept and rest:
-            first = rest[0]
-            split = max(_grid(limit), first.start_ms + FRAME_MS)
-            if first.end_ms > split:
-                kept = [SpeechSegment(first.start_ms, split)]
-                next_cut = split
-            else:
-                kept = [first]
-                next_cut = first.end_ms
+            kept = [rest[0]]
+            next_cut = rest[0].end_ms
         next_read = max(read_start_ms + FRAME_MS, _grid(next_cut - PRE_ROLL_MS))
     return ChunkPlan(read_start_ms, read_end_ms, cut_ms, tuple(kept), next_cut, next_read, False)
 

@@ -184,24 +184,27 @@ def test_plan_keeps_segments_closed_before_the_guard_and_redoes_the_rest():
 def test_plan_drops_the_tail_seen_again_and_keeps_speech_running_past_the_cut():
     # The pre-roll reached back into the segment the last chunk kept (10000-15300): seen again, dropped.
     tail = plan_chunk(
-        [S(12000, 15320), S(16000, 17000)], read_start_ms=12000, read_end_ms=32000, cut_ms=15300, final=True
+        [S(12000, 15300), S(16000, 17000)], read_start_ms=12000, read_end_ms=32000, cut_ms=15300, final=True
     )
     assert tail.segments == (S(16000, 17000),)
     on = plan_chunk([S(14000, 18000)], read_start_ms=13000, read_end_ms=33000, cut_ms=15000, final=True)
     assert on.segments == (S(15000, 18000),)
 
 
-def test_plan_never_cuts_between_a_capped_segment_and_its_continuation():
+def test_plan_cut_inside_capped_speech_rereads_from_the_start_of_the_run():
     segs = [S(1000, 4000), S(6000, 36000), S(36000, 40000), S(47000, 48000)]
     plan = plan_chunk(segs, read_start_ms=0, read_end_ms=41000, cut_ms=0, final=False)
-    assert plan.segments == (S(1000, 4000),)
-    assert plan.next_cut_ms == 4000 and plan.next_read_start_ms == 3000
+    assert plan.segments == (S(1000, 4000), S(6000, 36000))
+    assert plan.next_cut_ms == 36000 and plan.next_read_start_ms == 3000
 
 
-def test_plan_without_any_silence_splits_once_and_moves_on():
-    plan = plan_chunk([S(0, 30000)], read_start_ms=0, read_end_ms=20000, cut_ms=0, final=False)
-    assert plan.segments == (S(0, 18100),) and plan.next_cut_ms == 18100
-    assert 0 < plan.next_read_start_ms < 18100
+def test_plan_without_any_silence_keeps_the_segment_as_seen_and_moves_on():
+    # A segment still open at the end of the request (closed there by the end of the input).
+    plan = plan_chunk([S(0, 20000)], read_start_ms=0, read_end_ms=20000, cut_ms=0, final=False)
+    assert plan.segments == (S(0, 20000),) and plan.next_cut_ms == 20000 and plan.next_read_start_ms == 17000
+    # The next request sees it run on from the pre-roll: the part after the cut is kept.
+    after = plan_chunk([S(17000, 26000)], read_start_ms=17000, read_end_ms=37000, cut_ms=20000, final=False)
+    assert after.segments == (S(20000, 26000),)
 
 
 def test_options_are_checked():
@@ -278,6 +281,68 @@ def test_vad_in_chunks_equals_one_request(triton, meeting_mp3, tmp_path):
         for p in plans[1:]:
             assert p.read_start_ms < p.cut_ms
     assert counts[VAD.NAME] == 1 + sum(len(p) for p in chunked.values())
+
+
+def _union(segments):
+    out = []
+    for s in segments:
+        if out and s.start_ms <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], s.end_ms)
+        else:
+            out.append([s.start_ms, s.end_ms])
+    return out
+
+
+def test_vad_cut_in_noise_and_in_speech_longer_than_30_s(triton, clips, tmp_path):
+    """Low noise instead of digital silence, pauses from 0.3 s, and two stretches of 70 s and 40 s
+    without a pause VAD ends a segment at (VAD caps them at 30 s, back to back)."""
+    rng = np.random.default_rng(7)
+    pool = list(clips.values())
+
+    def talk(seconds, pause):
+        out, n = [], 0
+        while n < seconds * SAMPLE_RATE:
+            clip = pool[rng.integers(len(pool))]
+            gap = np.zeros(int(SAMPLE_RATE * rng.uniform(*pause)), np.float32)
+            out += [clip, gap]
+            n += clip.size + gap.size
+        return out
+
+    parts = (
+        talk(20, (0.3, 2.5))
+        + talk(70, (0.1, 0.1))
+        + talk(20, (1.0, 2.0))
+        + talk(40, (0.1, 0.1))
+        + talk(15, (1, 2))
+    )
+    x = np.concatenate(parts)
+    x = (x + 0.005 * rng.standard_normal(x.size)).astype(np.float32)
+    x.astype("<f4").tofile(tmp_path / "a.f32")
+    audio = DecodedAudio.open(tmp_path / "a.f32")
+
+    async def go():
+        async with TritonClient(triton.ports.grpc_url) as client:
+            one = await VADClient(client).segments(x)
+            transcriber = Transcriber(client)
+            out = {}
+            for chunk_s in (11.0, 20.0, 80.0):
+                plans = [
+                    p async for p in transcriber.plan_chunks(audio, TranscriptionOptions(vad_chunk_s=chunk_s))
+                ]
+                out[chunk_s] = [s for p in plans for s in p.segments]
+            return one, out
+
+    one, chunked = run(go())
+    capped = [s for s in one if s.end_ms - s.start_ms >= 29_000]
+    assert len(capped) >= 3 and any(a.end_ms == b.start_ms for a, b in zip(one, one[1:], strict=False))
+    # A run of capped segments that fits in one request (with guard and pre-roll) comes out identical.
+    assert chunked[80.0] == one
+    # Shorter requests cannot hold the 70 s run: its caps move, the speech it covers does not.
+    for chunk_s in (11.0, 20.0):
+        got = chunked[chunk_s]
+        assert all(a.end_ms <= b.start_ms for a, b in zip(got, got[1:], strict=False)), chunk_s
+        assert _union(got) == _union(one), chunk_s
+        assert all(s.end_ms - s.start_ms <= 30_000 for s in got)
 
 
 def test_transcript_holds_every_clip_once_in_order_with_speakers(full_run, meeting):
