@@ -443,3 +443,36 @@ def test_undecodable_input_fails_at_the_start(triton, tmp_path):
     (tmp_path / "notes.mp3").write_text("these are not audio samples\n" * 100)
     with pytest.raises(AudioDecodeError):
         transcribe(triton, tmp_path / "notes.mp3")
+
+
+def test_memory_stays_flat_as_the_recording_grows(triton, clips, tmp_path):
+    """Python-side peak (tracemalloc: numpy buffers, request bytes) for 2 and 6 minutes with 20 s VAD
+    chunks: the same few MB, while the audio is 7.7 and 22 MB (diarization left out: its memory is
+    tests/test_diarization_triton.py's)."""
+    clip = clips[ROBUST[0]]
+
+    def recording(minutes: int) -> tuple[DecodedAudio, int]:
+        parts, n = [], 0
+        while n < minutes * 60 * SAMPLE_RATE:
+            parts += [np.zeros(SAMPLE_RATE * 8, np.float32), clip]
+            n += SAMPLE_RATE * 8 + clip.size
+        parts.append(np.zeros(SAMPLE_RATE, np.float32))
+        np.concatenate(parts).astype("<f4").tofile(tmp_path / f"{minutes}.f32")
+        return DecodedAudio.open(tmp_path / f"{minutes}.f32"), len(parts) // 2
+
+    async def go(audio: DecodedAudio):
+        async with TritonClient(triton.ports.grpc_url) as client:
+            tracemalloc.start()
+            try:
+                options = TranscriptionOptions(use_itn=False, vad_chunk_s=CHUNK_S, diarize=False)
+                result = await Transcriber(client).transcribe(audio, options)
+                return result, tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+    peaks = {}
+    for minutes in (2, 6):
+        audio, count = recording(minutes)
+        result, peaks[minutes] = run(go(audio))
+        assert [s.text for s in result.transcript.segments] == [ROBUST[0]] * count
+    assert peaks[6] < 1.5 * peaks[2] and peaks[6] < 10 * 2**20, {m: p / 2**20 for m, p in peaks.items()}
