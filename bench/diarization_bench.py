@@ -231,7 +231,7 @@ def compare_stages(export_dir: Path, pyannote_record: Path, ours_npz: Path) -> d
     from inference_client.diarization import PipelineSettings, assemble_diarization
     from speechlib.diarization.masks import inactive_speakers
     from tests.diarization_helpers import as_tuples
-    from tests.diarization_ties import der_with_and_without_ties
+    from tests.diarization_ties import der_with_and_without_ties, untied_frames_differing
 
     rec = load(pyannote_record)[0]
     ours = np.load(ours_npz)
@@ -258,8 +258,15 @@ def compare_stages(export_dir: Path, pyannote_record: Path, ours_npz: Path) -> d
             theirs_x, as_tuples(result.exclusive_turns), rec["exclusive_tied"], grid
         )
         out[f"{suffix}der_untied"], out[f"{suffix}der_untied_exclusive"] = d, dx
+        out[f"{suffix}untied_frames_differing"] = untied_frames_differing(
+            theirs, as_tuples(result.turns), rec["tied"], grid
+        )
+        out[f"{suffix}untied_frames_differing_exclusive"] = untied_frames_differing(
+            theirs_x, as_tuples(result.exclusive_turns), rec["exclusive_tied"], grid
+        )
         if not suffix:
             out["tied"], out["exclusive_tied"] = tied, xtied
+            out["frames"] = len(rec["tied"])
     ours_seg = ours["binary"]
     n = min(len(ours_seg), len(theirs_seg))
     out["seg_frames_differ"] = float((ours_seg[:n] != theirs_seg[:n]).any(axis=2).mean())
@@ -296,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated hours of tiled audio: peak RSS of every process for each (e.g. 1,4)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--keep", type=Path, default=None, help="copy the audio and both sides' records here")
     # internal: the pyannote half, run with the export environment's Python
     p.add_argument("--pyannote-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -335,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(cmd, check=True, cwd=REPO_ROOT, env=env)
             theirs = json.loads((work / "pyannote.json").read_text())
             theirs["stages"] = compare_stages(export_dir, work / "pyannote.npz", work / "ours.npz")
+        if args.keep:
+            import shutil
+
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for f in ("meeting.wav", "pyannote.npz", "pyannote.json", "ours.npz"):
+                if (work / f).is_file():
+                    shutil.copy2(work / f, args.keep / f)
 
     results = {"artifact": args.artifact, "threads": args.threads, **ours}
     if "times" in ours:

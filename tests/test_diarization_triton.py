@@ -467,7 +467,7 @@ def test_end_to_end_der_against_pyannote(triton_diarization, settings, reference
     """DER between our output and pyannote's <= 1 %, on every frame where pyannote's choice was not
     arbitrary: its own run records where the speakers it selects were tied (tests/diarization_ties.py;
     it breaks those ties with numpy's unstable argsort, so its choice there depends on the machine)."""
-    from tests.diarization_ties import der_with_and_without_ties
+    from tests.diarization_ties import der_with_and_without_ties, untied_frames_differing
 
     ders, report = {}, {}
     for name, ref in reference.items():
@@ -481,9 +481,11 @@ def test_end_to_end_der_against_pyannote(triton_diarization, settings, reference
             theirs = reference_turns(ref, exclusive=kind == "exclusive")
             tied = ref["tied" if kind == "regular" else "exclusive_tied"]
             every, untied, fraction = der_with_and_without_ties(theirs, as_tuples(mine), tied, grid)
+            differing = untied_frames_differing(theirs, as_tuples(mine), tied, grid)
             ders[f"{name}/{kind}"] = untied
             report[f"{name}/{kind}"] = (
-                f"DER {every:.4f} all frames, {untied:.4f} without pyannote's {fraction:.1%} tied frames"
+                f"DER {every:.4f} all frames, {untied:.4f} without pyannote's {fraction:.1%} tied frames "
+                f"({differing} untied frames differ)"
             )
     print("\n".join(f"{k}: {v}" for k, v in report.items()))
     assert max(ders.values()) <= 0.01, report
