@@ -12,15 +12,20 @@
   ``--pyannote-worker``).
 * Each side: one warm-up on 30 s, then the median of ``--repeats`` runs. Printed: seconds, real-time
   factor, speed ratio, the DER between the two outputs (regular and exclusive; frame-based,
-  ``tests.test_diarization_triton.frame_der``) and peak RSS (ours: every process, sampled every
-  100 ms by tests/memory.py; pyannote: its process's maximum RSS).
+  ``tests.diarization_helpers.frame_der``) on all frames and without the frames where pyannote's own
+  run recorded a tie in its speaker selection (its choice there is arbitrary: tests/diarization_ties.py),
+  a stage-by-stage comparison (:func:`compare_stages`) and peak RSS (ours: every process, by
+  tests/memory.py; pyannote: its process's maximum RSS). pyannote's runs record its intermediate
+  outputs (``export_scripts.reference_diarization.diarize_file``; the hooks cost little next to the
+  networks); ours are :meth:`DiarizationClient.analyze` + :meth:`WindowAnalysis.assemble`, which is
+  what ``diarize`` does.
 * ``--latency N``: N calls of a 60 s clip end to end (client + Triton), p50/p95.
 * ``--memory-hours``: one run per length of tiled audio, peak RSS of tritonserver, each stub and
   the client. ``--skip-speed`` leaves out the comparison (e.g. memory runs with a smaller model).
 
 ``--cpu`` (the default on this machine) keeps both sides on the CPU; without it, pyannote runs on CUDA
 when torch sees a GPU and our models use ``configs/gpu.pbtxt`` — the same script dry-runs anywhere.
-Nothing is written but ``--json`` when given.
+Nothing is written but ``--json`` / ``--keep`` when given.
 """
 
 from __future__ import annotations
