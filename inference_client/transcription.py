@@ -62,6 +62,7 @@ resume with other options raises ``ValueError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -667,23 +668,25 @@ class Transcriber:
             if done:
                 await report("vad", 1.0 if done[-1].final else covered / total_ms, covered / 1000)
                 await report("asr", 1.0 if done[-1].final else covered / total_ms, covered / 1000)
-            async for plan in self.plan_chunks(audio, options, start=done[-1] if done else None):
-                end = total_ms if plan.final else plan.next_cut_ms
-                await report("vad", end / total_ms, end / 1000)
-                recognized = await self.recognize(audio, plan.segments, options)
-                checkpoint = ChunkCheckpoint(
-                    index=len(done),
-                    read_start_ms=plan.read_start_ms,
-                    cut_ms=plan.cut_ms,
-                    next_cut_ms=plan.next_cut_ms,
-                    next_read_start_ms=plan.next_read_start_ms,
-                    final=plan.final,
-                    segments=tuple(recognized),
-                    options_key=options.chunk_key(),
-                )
-                done.append(checkpoint)
-                await _call(on_checkpoint, checkpoint)
-                await report("asr", end / total_ms, end / 1000)
+            plans = self.plan_chunks(audio, options, start=done[-1] if done else None)
+            async with contextlib.aclosing(plans):  # a failure below cancels the VAD request ahead
+                async for plan in plans:
+                    end = total_ms if plan.final else plan.next_cut_ms
+                    await report("vad", end / total_ms, end / 1000)
+                    recognized = await self.recognize(audio, plan.segments, options)
+                    checkpoint = ChunkCheckpoint(
+                        index=len(done),
+                        read_start_ms=plan.read_start_ms,
+                        cut_ms=plan.cut_ms,
+                        next_cut_ms=plan.next_cut_ms,
+                        next_read_start_ms=plan.next_read_start_ms,
+                        final=plan.final,
+                        segments=tuple(recognized),
+                        options_key=options.chunk_key(),
+                    )
+                    done.append(checkpoint)
+                    await _call(on_checkpoint, checkpoint)
+                    await report("asr", end / total_ms, end / 1000)
             timings["vad_asr"] = time.perf_counter() - t0
             return done
 

@@ -118,15 +118,20 @@ def meeting_mp3(meeting, tmp_path_factory):
 class CountingClient(TritonClient):
     """A TritonClient that counts requests per model and can fail chosen requests as UNAVAILABLE."""
 
-    def __init__(self, *args, fail: dict[str, set[int]] | None = None, **kwargs):
+    def __init__(
+        self, *args, fail: dict[str, set[int]] | None = None, down_after: int | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.counts: dict[str, int] = {}
         self.fail = fail or {}
+        self.down_after = down_after  # every ASR request from this one on fails: the server is gone
 
     async def infer(self, model, inputs, outputs=None, **kwargs):
         n = self.counts.get(model, 0)
         self.counts[model] = n + 1
-        if n in self.fail.get(model, ()):
+        if n in self.fail.get(model, ()) or (
+            model == ASR.NAME and self.down_after is not None and n >= self.down_after
+        ):
             raise TritonUnavailableError(model, "UNAVAILABLE", "injected: server restarting", 8)
         return await super().infer(model, inputs, outputs, **kwargs)
 
@@ -136,9 +141,9 @@ def settings() -> PipelineSettings:
     return PipelineSettings.from_dir(MODEL_REPOSITORY / SpeakerEmbedding.NAME / "1")
 
 
-def transcribe(triton, source, options=OPTIONS, settings=None, fail=None, **kwargs):
+def transcribe(triton, source, options=OPTIONS, settings=None, fail=None, down_after=None, **kwargs):
     async def go():
-        async with CountingClient(triton.ports.grpc_url, fail=fail) as client:
+        async with CountingClient(triton.ports.grpc_url, fail=fail, down_after=down_after) as client:
             transcriber = Transcriber(client, diarization_settings=settings, retry_pause_s=0.05)
             result = await transcriber.transcribe(source, options, **kwargs)
             return result, client.counts
@@ -406,6 +411,25 @@ def test_unavailable_requests_are_retried_not_lost_or_doubled(triton, full_run, 
     assert counts[ASR.NAME] == 20 + 2 and counts[VAD.NAME] == 4 + 1
 
 
+def test_a_job_that_dies_midway_resumes_to_the_same_transcript(triton, full_run, meeting_wav):
+    first, _, _, _ = full_run
+    options = TranscriptionOptions(language="auto", use_itn=False, vad_chunk_s=CHUNK_S, diarize=False)
+    saved = []
+    with pytest.raises(TritonUnavailableError):
+        transcribe(
+            triton, meeting_wav, options, down_after=9, on_checkpoint=lambda c: saved.append(c.to_dict())
+        )
+    assert 1 <= len(saved) < 4 and [c["index"] for c in saved] == list(range(len(saved)))
+    done = sum(len(c["segments"]) for c in saved)
+    assert done <= 9
+    resume = [ChunkCheckpoint.from_dict(json.loads(json.dumps(c))) for c in saved]
+    result, counts = transcribe(triton, meeting_wav, options, resume=resume)
+    assert [(s.text, s.start, s.end) for s in result.transcript.segments] == [
+        (s.text, s.start, s.end) for s in first.transcript.segments
+    ]
+    assert counts[ASR.NAME] == 20 - done and result.resumed_chunks == len(saved)
+
+
 def test_mp3_equals_the_one_request_path_on_the_same_audio(triton, meeting_mp3, meeting):
     options = TranscriptionOptions(language="auto", use_itn=False, vad_chunk_s=CHUNK_S, diarize=False)
     result, counts = transcribe(triton, meeting_mp3, options)
@@ -476,3 +500,63 @@ def test_memory_stays_flat_as_the_recording_grows(triton, clips, tmp_path):
         result, peaks[minutes] = run(go(audio))
         assert [s.text for s in result.transcript.segments] == [ROBUST[0]] * count
     assert peaks[6] < 1.5 * peaks[2] and peaks[6] < 10 * 2**20, {m: p / 2**20 for m, p in peaks.items()}
+
+
+# -- real speakers: the trained diarization fixture ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speaker_server(tmp_path_factory):
+    """vad + asr from model_repository/, segmentation + speaker_embedding from the trained fixture."""
+    import shutil
+
+    from export_scripts.build import SourceMissing, artifact_dir
+    from serving.launcher import TritonServer
+    from tests.diarization_helpers import diarization_repository
+
+    try:
+        artifacts = artifact_dir("pyannote_fixture", cache_only=True)
+    except SourceMissing as e:
+        pytest.fail(
+            f"{e}; build it with `python -m export_scripts.build dev --only pyannote_fixture`", pytrace=False
+        )
+    repo = diarization_repository(tmp_path_factory.mktemp("speaker_repo"), artifacts)
+    for model in (VAD.NAME, ASR.NAME):
+        src = MODEL_REPOSITORY / model
+        (repo / model / "1").mkdir(parents=True)
+        shutil.copy2(src / "config.pbtxt", repo / model / "config.pbtxt")
+        for f in (src / "1").iterdir():
+            if f.is_file():
+                (repo / model / "1" / f.name).symlink_to(f.resolve())
+    with TritonServer(repo) as server:
+        yield server, PipelineSettings.from_dir(artifacts)
+
+
+def test_speakers_of_a_held_out_two_speaker_meeting(speaker_server, tmp_path):
+    from tests.meetings import synthetic_meeting
+
+    server, settings = speaker_server
+    path, truth = synthetic_meeting(2, seconds=60.0, seed=101)
+    mp3 = write_audio(tmp_path / "meeting.mp3", decode_audio(path), "mp3", "libmp3lame", bit_rate=128000)
+    options = TranscriptionOptions(use_itn=False, vad_chunk_s=CHUNK_S)
+    result, counts = transcribe(server, mp3, options, settings=settings)
+    t = result.transcript
+    assert len(t.speakers) == 2 and counts[VAD.NAME] >= 3
+    # Segments that lie within one reference turn: their speaker, mapped by majority, is that turn's.
+    pairs = []
+    for seg in t.segments:
+        inside = [k for s, e, k in truth if s - 0.3 <= seg.start and seg.end <= e + 0.3]
+        overlapping = {k for s, e, k in truth if s < seg.end and seg.start < e}
+        if len(inside) == 1 and overlapping == set(inside):
+            pairs.append((seg.speaker, inside[0]))
+    assert len(pairs) >= 8, pairs
+    mapping = {}
+    for ours in {p for p, _ in pairs}:
+        theirs = [k for p, k in pairs if p == ours]
+        mapping[ours] = max(set(theirs), key=theirs.count)
+    assert len(set(mapping.values())) == 2
+    right = sum(mapping[p] == k for p, k in pairs)
+    print(f"{right} of {len(pairs)} single-turn segments under their speaker; {len(t.segments)} segments")
+    assert right >= 0.9 * len(pairs), (right, len(pairs), pairs)
+    for seg in t.segments:
+        assert all(w.speaker == seg.speaker for w in seg.words)
