@@ -72,7 +72,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -84,6 +84,10 @@ from inference_client.vad import SpeechSegment, VADClient
 from speechlib.interfaces import ASR, SAMPLE_RATE
 from speechlib.languages import normalize_language
 from speechlib.transcript import Segment, Transcript, attribute_speakers, segment_from_asr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inference_client.diarization import DiarizationClient
+    from speechlib.diarization.pipeline import PipelineSettings
 
 __all__ = [
     "DEFAULT_VAD_CHUNK_S",
@@ -429,10 +433,10 @@ class Transcriber:
         self,
         client: TritonClient,
         *,
-        diarization_settings: Any = None,
+        diarization_settings: PipelineSettings | None = None,
         asr: ASRClient | None = None,
         vad: VADClient | None = None,
-        diarizer: Any = None,
+        diarizer: DiarizationClient | None = None,
         max_pending_segments: int | None = None,
         request_attempts: int = 3,
         retry_pause_s: float = 1.0,
@@ -655,6 +659,13 @@ class Transcriber:
                 progress, TranscriptionProgress(stage, min(1.0, max(0.0, fraction)), seconds, duration)
             )
 
+        if diarization_done is not None and abs(diarization_done.duration_s - duration) > 0.01:
+            raise ValueError(
+                f"the diarization checkpoint covers {diarization_done.duration_s:.3f} s of audio, this "
+                f"recording is {duration:.3f} s: it belongs to another file"
+            )
+        if chunks_done and chunks_done[-1].next_cut_ms > total_ms:
+            raise ValueError("the chunk checkpoints run past the end of this recording: another file's?")
         if audio.num_samples == 0:
             for stage in STAGES[1:]:
                 await report(stage, 1.0, 0.0)
