@@ -33,7 +33,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None):
     metrics = WorkerMetrics(registry or CollectorRegistry())
     executor = JobExecutor(
         store,
-        load_job_modules(),
+        load_job_modules(settings.extra_job_modules),
         heartbeat_seconds=settings.job_heartbeat_seconds,
         on_finish=metrics.job_finished,
     )

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     job_retry_delay_seconds: float = 5.0
     job_requeue_stale_seconds: float = 60.0
     worker_concurrency: int = 2
+    extra_job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)  # beyond JOB_MODULES
     worker_metrics_port: int = 0  # 0: the worker exposes no metrics endpoint
     worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container that Prometheus scrapes
 
@@ -120,7 +121,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    _split = field_validator("cors_origins", "triton_models", "health_optional", mode="before")(_split_csv)
+    _split = field_validator(
+        "cors_origins", "triton_models", "health_optional", "extra_job_modules", mode="before"
+    )(_split_csv)
 
     @field_validator("cors_origins")
     @classmethod

@@ -15,9 +15,9 @@ JobHandler = Callable[["JobContext"], "dict[str, Any] | None"]
 
 JOB_HANDLERS: dict[str, JobHandler] = {}
 
-# Modules whose import registers job kinds; the worker imports them at start. Later features add
-# theirs here (e.g. batch transcription, summaries).
-JOB_MODULES: list[str] = ["api.jobs.builtin"]
+# Modules whose import registers job kinds; the worker imports them at start, plus the setting
+# EXTRA_JOB_MODULES (how the tests add theirs). Features add theirs here (batch transcription, ...).
+JOB_MODULES: list[str] = []
 
 
 def job_kind(name: str) -> Callable[[JobHandler], JobHandler]:

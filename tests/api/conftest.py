@@ -18,6 +18,7 @@ from api.main import create_app
 from tests.conftest import temporary_database
 
 JWT_SECRET = "test-secret-" + "x" * 40
+TEST_JOB_MODULES = ["tests.api.job_kinds"]  # sleep_chunks
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
@@ -41,6 +42,7 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
         queue_backend="sqlite",
         job_lease_seconds=30,
         job_heartbeat_seconds=10,
+        extra_job_modules=TEST_JOB_MODULES,
         # the suite registers and logs in from 127.0.0.1 many times: per-address limits out of the
         # way (tests/api/test_hardening.py sets tight ones); failed logins keep the real tiers
         login_attempt_limits="100000/minute",

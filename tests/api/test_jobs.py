@@ -21,7 +21,7 @@ from api.jobs.service import submit_job
 from api.jobs.store import JobStore
 from api.main import create_app
 from api.models import Job, JobEvent, User
-from tests.api.conftest import make_settings, register
+from tests.api.conftest import TEST_JOB_MODULES, make_settings, register
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_stale_queued_wakeups_are_resent_once(store):
 def test_executor_checkpoints_retries_and_resumes(store, tmp_path):
     log = tmp_path / "chunks.log"
     job_id = _new_job(store, params={"chunks": 4, "seconds": 0.01, "log_path": str(log), "fail_at": 2})
-    executor = JobExecutor(store, load_job_modules(), heartbeat_seconds=5)
+    executor = JobExecutor(store, load_job_modules(TEST_JOB_MODULES), heartbeat_seconds=5)
     with pytest.raises(RetryLater):
         executor.run(job_id)
     job = store.get(job_id)
@@ -119,7 +119,7 @@ def test_executor_checkpoints_retries_and_resumes(store, tmp_path):
 
 def test_unknown_kind_and_crash_become_job_errors(store):
     job_id = _new_job(store, kind="no_such_kind")
-    executor = JobExecutor(store, load_job_modules(), heartbeat_seconds=5)
+    executor = JobExecutor(store, load_job_modules(TEST_JOB_MODULES), heartbeat_seconds=5)
     assert executor.run(job_id) == "failed"
     assert store.get(job_id).error["code"] == "unknown_kind"
 
@@ -134,7 +134,7 @@ def test_unknown_kind_and_crash_become_job_errors(store):
 
 def test_cancel_running_job_stops_at_next_chunk(store):
     job_id = _new_job(store, params={"chunks": 200, "seconds": 0.02})
-    executor = JobExecutor(store, load_job_modules(), heartbeat_seconds=5)
+    executor = JobExecutor(store, load_job_modules(TEST_JOB_MODULES), heartbeat_seconds=5)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("outcome", executor.run(job_id)))
     t.start()
@@ -210,7 +210,7 @@ def test_sse_streams_progress_to_the_end_and_resumes(api):
     client, ctx = api
     a = register(client)
     job_id = _job_for(ctx, a["id"], chunks=5, seconds=0.05)
-    executor = JobExecutor(ctx.jobs, load_job_modules(), heartbeat_seconds=5)
+    executor = JobExecutor(ctx.jobs, load_job_modules(TEST_JOB_MODULES), heartbeat_seconds=5)
     runner = threading.Thread(target=executor.run, args=(job_id,))
     events = []
     with client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=a["headers"]) as r:
@@ -241,7 +241,7 @@ def test_sse_streams_progress_to_the_end_and_resumes(api):
 
 def test_events_are_recorded_per_transition(store):
     job_id = _new_job(store, params={"chunks": 2, "seconds": 0})
-    JobExecutor(store, load_job_modules()).run(job_id)
+    JobExecutor(store, load_job_modules(TEST_JOB_MODULES)).run(job_id)
     with store.db.session() as s:
         rows = s.query(JobEvent).filter(JobEvent.job_id == job_id).order_by(JobEvent.id).all()
         assert [r.type for r in rows] == ["status", "status", "progress", "progress", "status"]

@@ -23,7 +23,7 @@ from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore
 from api.main import create_app
 from api.models import Job, JobEvent, User
-from tests.api.conftest import JWT_SECRET, make_settings, register
+from tests.api.conftest import JWT_SECRET, TEST_JOB_MODULES, make_settings, register
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_S = 3.0
@@ -59,6 +59,7 @@ def backend(request, tmp_path):
         "JOB_RETRY_DELAY_SECONDS": "0.2",
         "WORKER_CONCURRENCY": "2",
         "LOG_LEVEL": "INFO",
+        "EXTRA_JOB_MODULES": ",".join(TEST_JOB_MODULES),  # sleep_chunks is the tests' own kind
     }
     settings = make_settings(
         tmp_path / "data",

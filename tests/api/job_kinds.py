@@ -1,5 +1,7 @@
-"""Built-in job kinds. ``sleep_chunks`` is a trivial chunked job: it exercises every part of the job
-machinery (checkpoints, cancel, retries, crash recovery) without a model; the tests use it."""
+"""The tests' job kind, registered from the tests (never in production's JOB_MODULES): in-process
+tests pass this module to ``load_job_modules``, worker processes get it through EXTRA_JOB_MODULES.
+``sleep_chunks`` is a trivial chunked job: it exercises every part of the job machinery
+(checkpoints, cancel, retries, crash recovery) without a model."""
 
 from __future__ import annotations
 
