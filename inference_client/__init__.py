@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "inference_client.asr": ("ASRClient", "Token", "TranscribedSegment", "Transcript"),
     "inference_client.audio": ("AudioDecodeError", "decode_audio"),
+    "inference_client.transcription": ("Transcriber", "TranscriptionOptions", "TranscriptionResult"),
     "inference_client.client": ("DEFAULT_URL", "ClientStats", "RetryPolicy", "TritonClient"),
     "inference_client.errors": (
         "InferenceError",
@@ -49,6 +50,11 @@ if TYPE_CHECKING:  # pragma: no cover
         ModelExecutionError,
         ModelNotFoundError,
         TritonUnavailableError,
+    )
+    from inference_client.transcription import (  # noqa: F401
+        Transcriber,
+        TranscriptionOptions,
+        TranscriptionResult,
     )
     from inference_client.vad import (  # noqa: F401
         SpeechEvent,
