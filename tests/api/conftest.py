@@ -5,11 +5,15 @@ Redis keys live under the session's redis_prefix (deleted at the end)."""
 from __future__ import annotations
 
 import secrets
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from api.core.config import Settings
@@ -116,3 +120,31 @@ def user_a(client) -> dict:
 @pytest.fixture
 def user_b(client) -> dict:
     return register(client)
+
+
+class LoopbackServer:
+    """The app under uvicorn on a loopback port, in a thread of this process (as deployed: one
+    lifespan, real HTTP; schemathesis' ASGI transport would start and stop the app per request)."""
+
+    def __init__(self, app):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
-import threading
 import time
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.meta import TestPhase
@@ -31,7 +28,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from api.core.auth import AUTH_PREFIX
 from api.main import create_app
-from tests.api.conftest import make_settings, register
+from tests.api.conftest import LoopbackServer, make_settings, register
 
 FUZZ_EXAMPLES = int(os.environ.get("INTRASCRIBE_FUZZ_EXAMPLES", "25"))
 FUZZ_AUTH_EXAMPLES = max(1, FUZZ_EXAMPLES // 3)
@@ -41,34 +38,6 @@ _DEADLINE = [float("inf")]  # set when the server starts
 OPERATOR_TOKEN = "fuzz-operator-" + "t" * 24
 STATS: collections.Counter = collections.Counter()
 STATUSES: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-
-
-class _Server:
-    """The app under uvicorn on a loopback port, in a thread of this process (as deployed: one
-    lifespan, real HTTP; schemathesis' ASGI transport would start and stop the app per request)."""
-
-    def __init__(self, app):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +55,10 @@ def fuzz_server(tmp_path_factory, api_pg_url, redis_url, redis_prefix, triton_va
         max_upload_bytes=256 * 1024,
         sse_max_stream_seconds=2.0,
     )
-    with _Server(create_app(settings_)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        LoopbackServer(create_app(settings_)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         user = register(client)
         r = client.post("/api/v1/api-keys", json={"name": "fuzz"}, headers=user["headers"])
         assert r.status_code == 201, r.text
