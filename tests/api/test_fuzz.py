@@ -30,10 +30,10 @@ from api.core.auth import AUTH_PREFIX
 from api.main import create_app
 from tests.api.conftest import LoopbackServer, make_settings, register
 
-FUZZ_EXAMPLES = int(os.environ.get("INTRASCRIBE_FUZZ_EXAMPLES", "25"))
+FUZZ_EXAMPLES = int(os.environ.get("INTRASCRIBE_FUZZ_EXAMPLES", "50"))
 FUZZ_AUTH_EXAMPLES = max(1, FUZZ_EXAMPLES // 3)
 # Wall-clock bound of the whole module: cases generated after it are not sent (and counted).
-FUZZ_SECONDS = float(os.environ.get("INTRASCRIBE_FUZZ_SECONDS", "240"))
+FUZZ_SECONDS = float(os.environ.get("INTRASCRIBE_FUZZ_SECONDS", "150"))
 _DEADLINE = [float("inf")]  # set when the server starts
 OPERATOR_TOKEN = "fuzz-operator-" + "t" * 24
 STATS: collections.Counter = collections.Counter()
@@ -76,8 +76,11 @@ def fuzz_server(tmp_path_factory, api_pg_url, redis_url, redis_prefix, triton_va
 @pytest.fixture(scope="module")
 def fuzz_schema(fuzz_server):
     schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
-    # Every operation answering 405 to other methods is Starlette's, not ours: skip those cases.
-    schema.config.phases.coverage.unexpected_methods = set()
+    # schemathesis' coverage phase builds every boundary case of every operation up front: ~4 min
+    # of CPU here for 28 operations, more than this test's budget. The fuzzing phase (valid and
+    # invalid inputs, derandomized) runs instead; the boundary cases that once gave 500s are
+    # spelled out in test_hardening.py.
+    schema.config.phases.coverage.enabled = False
     return schema
 
 
