@@ -110,10 +110,6 @@ class BlobStore(Protocol):
         """The blob's bytes in chunks. Raises BlobNotFound at once (before the first chunk)."""
         ...
 
-    def download_to(self, path: str, dst: BinaryIO) -> int:
-        """Copy the blob into ``dst``; returns bytes written. Raises BlobNotFound."""
-        ...
-
     def local_file(self, path: str) -> Path | None:
         """The blob's file on this machine, if the backend keeps one (local), else None."""
         ...
@@ -127,14 +123,6 @@ class BlobStore(Protocol):
     def signed_url(self, path: str, expires_in: int) -> str | None:
         """A time-limited URL for direct download, or None if the backend has none (local)."""
         ...
-
-
-def _download_to(store: BlobStore, path: str, dst: BinaryIO) -> int:
-    size = 0
-    for chunk in store.open_chunks(path):
-        dst.write(chunk)
-        size += len(chunk)
-    return size
 
 
 class LocalBlobStore:
@@ -188,9 +176,6 @@ class LocalBlobStore:
                     yield chunk
 
         return chunks()
-
-    def download_to(self, path: str, dst: BinaryIO) -> int:
-        return _download_to(self, path, dst)
 
     def local_file(self, path: str) -> Path | None:
         return self._file(path)
@@ -290,9 +275,6 @@ class SupabaseBlobStore:
                 resp.close()
 
         return chunks()
-
-    def download_to(self, path: str, dst: BinaryIO) -> int:
-        return _download_to(self, path, dst)
 
     def local_file(self, path: str) -> Path | None:
         return None

@@ -79,9 +79,6 @@ class Principal:
     def via_api_key(self) -> bool:
         return self.api_key_id is not None
 
-    def has_scopes(self, *required: str) -> bool:
-        return all(s in self.scopes for s in required)
-
 
 class AuthError(Exception):
     """A credential that does not authenticate. ``reason`` is a short, loggable, non-secret code."""

@@ -27,7 +27,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = bytearray()
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line:  # the client gave up mid-body (as an over-cap upload does): no request
+                    raise ConnectionAbortedError("chunked body cut short")
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     self.rfile.readline()  # the empty line after the last chunk
                     return bytes(out)
@@ -37,7 +40,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _dispatch(self, method: str) -> None:
-        status, headers, body = self.app.handle(method, self.path, self.headers, self._body())
+        try:
+            request_body = self._body()
+        except ConnectionAbortedError:
+            self.close_connection = True
+            return
+        status, headers, body = self.app.handle(method, self.path, self.headers, request_body)
         if isinstance(body, dict | list):
             body = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", **headers}

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from storage3.exceptions import StorageApiError
 
-from api.blobstore import BlobNotFound, LocalBlobStore, SupabaseBlobStore
+from api.blobstore import BlobNotFound, BlobTooLarge, LocalBlobStore, SupabaseBlobStore
 from api.main import create_app
 from tests.api.conftest import make_settings, register
 from tests.api.fakes import FakeStorage, serve
@@ -46,16 +46,16 @@ def test_put_get_delete(store):
     assert stored.size == len(data) and stored.sha256 == hashlib.sha256(data).hexdigest()
     assert stored.backend == store.backend and stored.bucket == "audio-recordings"
     assert store.exists(path)
-    out = io.BytesIO()
-    assert store.download_to(path, out) == len(data) and out.getvalue() == data
-    store.put(path, io.BytesIO(b"replaced"), "audio/wav")  # overwrite (upsert)
-    out = io.BytesIO()
-    store.download_to(path, out)
-    assert out.getvalue() == b"replaced"
+    assert b"".join(store.open_chunks(path)) == data
+    store.put(path, iter([b"repl", b"aced"]), "audio/wav")  # overwrite (upsert), from chunks
+    assert b"".join(store.open_chunks(path)) == b"replaced"
+    with pytest.raises(BlobTooLarge):
+        store.put(path, io.BytesIO(data), "audio/wav", max_bytes=1024)
+    assert b"".join(store.open_chunks(path)) == b"replaced"  # the over-cap write left nothing
     store.delete([path, "user/session/missing.wav"])
     assert not store.exists(path)
     with pytest.raises(BlobNotFound):
-        store.download_to(path, io.BytesIO())
+        store.open_chunks(path)
 
 
 @pytest.mark.parametrize("bad", ["../etc/passwd", "/abs", "a//b", "a/./b", "a\\b", ""])
