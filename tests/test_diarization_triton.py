@@ -27,7 +27,7 @@ from inference_client import TritonClient
 from inference_client.audio import decode_audio
 from inference_client.diarization import DiarizationClient, PipelineSettings
 from inference_client.errors import InvalidRequestError
-from inference_client.metrics import batch_sizes, inference_counts, scrape
+from inference_client.metrics import InferenceCounts, batch_sizes, inference_counts, scrape
 from serving.diarization import WeSpeakerFbank
 from speechlib.diarization.masks import embedding_masks, inactive_speakers, min_num_frames
 from speechlib.diarization.powerset import powerset_to_multilabel
@@ -273,8 +273,13 @@ def test_a_bad_request_fails_alone_in_a_shared_batch(triton_diarization, sample)
 
         async def burst(model=model, inputs=inputs):
             async with TritonClient(triton_diarization.ports.grpc_url) as client:
+                base = inference_counts(scrape(url), model)
                 await client.infer(model, inputs(good[0]))  # connected: the burst leaves at once
-                before = inference_counts(scrape(url), model)
+                # (counted just after its response: wait for it, or it lands in the burst's delta)
+                counted = counts_after(url, model, base, 1)
+                before = InferenceCounts(
+                    base.inferences + counted.inferences, base.executions + counted.executions
+                )
                 requests = [inputs(good[0]), inputs(bad), inputs(good[1])]
                 results = await asyncio.gather(
                     *(client.infer(model, r) for r in requests), return_exceptions=True
