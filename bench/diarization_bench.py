@@ -46,7 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-EXPORT_PYTHON = REPO_ROOT / ".envs" / "export" / "bin" / "python"
+from export_scripts.common import EXPORT_PYTHON  # noqa: E402 - stdlib only, loads in both environments
+
 SAMPLE_RATE = 16000
 
 

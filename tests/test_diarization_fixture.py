@@ -23,17 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from export_scripts.common import EXPORT_PYTHON
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPORT_PY = REPO_ROOT / ".envs" / "export" / "bin" / "python"
 FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "diarization"
 FIXTURE_FILES = ("fixture.npz", "fixture.json")
 HELDOUT_SEEDS = (101, 102, 103)  # the training never composes meetings from tests/meetings.py seeds
 MAX_DER_2SPK = 0.05
 
-needs_export_env = pytest.mark.skipif(not EXPORT_PY.exists(), reason="no export environment (.envs/export)")
-needs_fixture = pytest.mark.skipif(
-    not all((FIXTURE_DIR / f).is_file() for f in FIXTURE_FILES), reason="no trained fixture committed"
-)
 
 # Runs in the export environment: reference npz (reference_diarization) + reference turns -> DERs.
 _DER_SCRIPT = r"""
@@ -62,7 +59,7 @@ def pyannote_ders(model_dir: Path, meetings: list[tuple[Path, list]], workdir: P
     out = workdir / "reference.npz"
     subprocess.run(
         [
-            str(EXPORT_PY),
+            str(EXPORT_PYTHON),
             "-m",
             "export_scripts.reference_diarization",
             "--model-dir",
@@ -77,7 +74,7 @@ def pyannote_ders(model_dir: Path, meetings: list[tuple[Path, list]], workdir: P
     refs = workdir / "turns.json"
     refs.write_text(json.dumps([turns for _, turns in meetings]))
     res = subprocess.run(
-        [str(EXPORT_PY), "-c", _DER_SCRIPT, str(out), str(refs)],
+        [str(EXPORT_PYTHON), "-c", _DER_SCRIPT, str(out), str(refs)],
         check=True,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -102,8 +99,6 @@ def test_fixture_files_within_2mb():
 
 @pytest.mark.export
 @pytest.mark.slow
-@needs_export_env
-@needs_fixture
 def test_fixture_recovers_heldout_two_speaker_meetings(tmp_path):
     from tests.meetings import synthetic_meeting
 

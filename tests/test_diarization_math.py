@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+from export_scripts.common import EXPORT_PYTHON
 from speechlib.diarization import (
     PLDA,
     PipelineSettings,
@@ -545,7 +546,7 @@ def reference(plda, tmp_path_factory):
         tmp = out.with_suffix(".tmp.npz")
         subprocess.run(
             [
-                str(REPO / ".envs/export/bin/python"),
+                str(EXPORT_PYTHON),
                 str(REPO / "tests" / "diarization_reference.py"),
                 str(inp),
                 str(plda_dir),

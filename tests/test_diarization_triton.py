@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export_scripts.common import EXPORT_PYTHON
 from inference_client import TritonClient
 from inference_client.audio import decode_audio
 from inference_client.diarization import DiarizationClient, PipelineSettings
@@ -45,7 +46,6 @@ from tests.diarization_helpers import (
     windows_of,
 )
 
-EXPORT_PYTHON = REPO_ROOT / ".envs" / "export" / "bin" / "python"
 REFERENCE_MODULE = "export_scripts.reference_diarization"
 WINDOW = Segmentation.WINDOW_SAMPLES
 FRAMES = Segmentation.NUM_FRAMES
@@ -114,8 +114,6 @@ def reference(tmp_path_factory, sample, meetings):
     outputs as ``export_scripts.reference_diarization`` records them (docs/diarization-export.md)."""
     from export_scripts.reference_diarization import load
 
-    if not EXPORT_PYTHON.is_file():
-        pytest.fail("the export environment is missing: run `make env-export`", pytrace=False)
     out = tmp_path_factory.mktemp("reference_diarization") / "reference.npz"
     wavs = [str(pyannote_sample()[0])] + [str(p) for p, _ in meetings.values()]
     cmd = [str(EXPORT_PYTHON), "-m", REFERENCE_MODULE, "--model-dir", str(build_info_source())]
