@@ -132,13 +132,10 @@ def window_input(request, name: str, samples: int) -> np.ndarray:
 
 
 def optional_int(request, name: str, default: int | None, low: int, high: int) -> int | None:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
+    raw = _one_value(request, name, "value")
+    if raw is None:
         return default
-    data = tensor.as_numpy().reshape(-1)
-    if data.size != 1:
-        raise RequestError(f"{name} must hold exactly one value, got {data.size}")
-    value = int(data[0])
+    value = int(raw)
     if not low <= value <= high:
         raise RequestError(f"{name} must be between {low} and {high}, got {value}")
     return value

@@ -28,7 +28,7 @@ from inference_client import TritonClient
 from inference_client.audio import decode_audio
 from inference_client.diarization import DiarizationClient, PipelineSettings
 from inference_client.errors import InvalidRequestError
-from inference_client.metrics import InferenceCounts, batch_sizes, inference_counts, scrape
+from inference_client.metrics import InferenceCounts, batch_sizes, counts_after, inference_counts, scrape
 from serving.diarization import WeSpeakerFbank
 from speechlib.diarization.masks import embedding_masks, inactive_speakers, min_num_frames
 from speechlib.diarization.powerset import powerset_to_multilabel
@@ -66,17 +66,6 @@ def build_info_source(model: str = SpeakerEmbedding.NAME) -> Path:
     if not info.is_file():
         pytest.fail(f"{info} missing: run `make models` (export_scripts.build dev)", pytrace=False)
     return Path(json.loads(info.read_text())["source"])
-
-
-def counts_after(metrics_url: str, model: str, before, requests: int, deadline_s: float = 10.0):
-    """Poll Triton's counters of ``model`` until ``requests`` more inferences are counted (Triton
-    updates them just after responding); the :class:`InferenceCounts` since ``before``."""
-    end = time.monotonic() + deadline_s
-    while True:
-        delta = inference_counts(scrape(metrics_url), model) - before
-        if delta.inferences >= requests or time.monotonic() > end:
-            return delta
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------------------------------
