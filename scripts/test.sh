@@ -137,7 +137,7 @@ stage_models() { "$SERVE_PY" -m export_scripts.build dev; }
 stage_pytest() {
   local rc
   if [ "$mode" = full ]; then
-    "$SERVE_PY" -m pytest -q -ra "${pytest_args[@]}"
+    "$SERVE_PY" -m pytest -q -ra --durations=25 "${pytest_args[@]}"
   else
     "$SERVE_PY" -m pytest -q -ra -m "not slow and not export" "${pytest_args[@]}"
   fi
