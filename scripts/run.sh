@@ -85,12 +85,12 @@ fi
 cat >"$work/vad_example.py" <<EOF
 import asyncio
 
-from inference_client import TritonClient, VADClient, load_wav
+from inference_client import TritonClient, VADClient, decode_audio
 from speechlib.interfaces import SAMPLE_RATE
 
 
 async def main():
-    waveform = load_wav("$clip")  # any PCM WAV -> 16 kHz mono float32
+    waveform = decode_audio("$clip")  # any audio FFmpeg reads -> 16 kHz mono float32
     async with TritonClient("127.0.0.1:$GRPC_PORT") as client:
         segments = await VADClient(client).segments(waveform)
     print(f"{len(waveform) / SAMPLE_RATE:.2f} s of audio, {len(segments)} speech segment(s)")
