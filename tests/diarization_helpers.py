@@ -64,6 +64,21 @@ def windows_of(waveform: np.ndarray) -> np.ndarray:
     return np.stack([plan.window(waveform, k) for k in range(plan.num_windows)])[:, None, :]
 
 
+def trained_fixture_artifacts() -> Path:
+    """The built export of the trained diarization fixture (``pyannote_fixture``); the test fails,
+    saying how to build it, when the cache does not hold it."""
+    import pytest
+
+    from export_scripts.build import SourceMissing, artifact_dir
+
+    try:
+        return artifact_dir("pyannote_fixture", cache_only=True)
+    except SourceMissing as e:
+        pytest.fail(
+            f"{e}; build it with `python -m export_scripts.build dev --only pyannote_fixture`", pytrace=False
+        )
+
+
 def diarization_repository(dest: Path, artifacts: Path | None = None) -> Path:
     """A model repository with only our two models: configs and model.py from model_repository/,
     version files from ``artifacts`` (an export folder) or from the installed models."""

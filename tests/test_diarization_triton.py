@@ -43,6 +43,7 @@ from tests.diarization_helpers import (
     diarize_with,
     frame_der,
     meeting_sources,
+    trained_fixture_artifacts,
     windows_of,
 )
 
@@ -489,15 +490,9 @@ def test_end_to_end_der_against_pyannote(triton_diarization, settings, reference
 
 @pytest.fixture(scope="module")
 def fixture_server(tmp_path_factory):
-    from export_scripts.build import SourceMissing, artifact_dir
     from serving.launcher import TritonServer
 
-    try:
-        artifacts = artifact_dir("pyannote_fixture", cache_only=True)
-    except SourceMissing as e:
-        pytest.fail(
-            f"{e}; build it with `python -m export_scripts.build dev --only pyannote_fixture`", pytrace=False
-        )
+    artifacts = trained_fixture_artifacts()
     repo = diarization_repository(tmp_path_factory.mktemp("fixture_repo"), artifacts)
     with TritonServer(repo) as server:
         yield server, PipelineSettings.from_dir(artifacts)

@@ -510,16 +510,10 @@ def speaker_server(tmp_path_factory):
     """vad + asr from model_repository/, segmentation + speaker_embedding from the trained fixture."""
     import shutil
 
-    from export_scripts.build import SourceMissing, artifact_dir
     from serving.launcher import TritonServer
-    from tests.diarization_helpers import diarization_repository
+    from tests.diarization_helpers import diarization_repository, trained_fixture_artifacts
 
-    try:
-        artifacts = artifact_dir("pyannote_fixture", cache_only=True)
-    except SourceMissing as e:
-        pytest.fail(
-            f"{e}; build it with `python -m export_scripts.build dev --only pyannote_fixture`", pytrace=False
-        )
+    artifacts = trained_fixture_artifacts()
     repo = diarization_repository(tmp_path_factory.mktemp("speaker_repo"), artifacts)
     for model in (VAD.NAME, ASR.NAME):
         src = MODEL_REPOSITORY / model
