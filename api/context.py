@@ -12,6 +12,7 @@ from api.core.config import BlobBackend, Settings, ensure_private_dir
 from api.core.ratelimit import AuthLimits
 from api.db.session import Database
 from api.db.types import utcnow
+from api.inference import Inference
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore
 from api.live import LiveStore, MemoryLiveStore, RedisLiveStore
@@ -30,6 +31,7 @@ class AppContext:
     auth: Authenticator
     metrics: ApiMetrics
     auth_limits: AuthLimits
+    inference: Inference | None = None  # Triton for the synchronous calls (made lazily)
     redis: object | None = None
     extras: dict = field(default_factory=dict)
 
@@ -60,6 +62,7 @@ class AppContext:
             metrics=metrics,
             auth_limits=AuthLimits(settings),
             redis=redis_client,
+            inference=Inference(settings),
         )
         metrics.watch_jobs(ctx.job_counts)
         metrics.build.info(

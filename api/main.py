@@ -98,6 +98,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        if ctx.inference is not None:
+            await ctx.inference.aclose()
         ctx.close()
 
     app = FastAPI(

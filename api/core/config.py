@@ -17,7 +17,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from speechlib.interfaces import TRITON_HTTP_PORT
+from speechlib.interfaces import TRITON_GRPC_PORT, TRITON_HTTP_PORT
 
 API_PORT = 8000
 
@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     operator_token: SecretStr = SecretStr("")
     operator_endpoints_public: bool = False
 
+    # --- inference (Triton) and transcription
+    triton_grpc_url: str = f"127.0.0.1:{TRITON_GRPC_PORT}"  # host:port; the worker and the sync calls
+    triton_max_in_flight: int = Field(32, ge=1)  # gRPC requests on the wire per process
+    # params.json + plda.npz + xvec_transform.npz of the diarization pipeline (a worker without a
+    # model_repository/ checkout mounts this folder); empty: model_repository/speaker_embedding/1
+    diarization_params_dir: Path | None = None
+    vad_chunk_seconds: float = Field(600.0, gt=0, le=3600)  # seconds of audio per VAD request
+    sync_max_audio_seconds: float = Field(300.0, gt=0)  # /v1/audio/transcriptions, /transcribe, /diarize-file
+    max_active_jobs_per_user: int = Field(4, ge=1)  # queued + running transcriptions; more: 429
+    max_stored_bytes_per_user: int = Field(20 * 1024**3, ge=0)  # audio bytes a user may keep; more: 413
+
     # --- dependencies checked by /health
     triton_http_url: str = f"http://127.0.0.1:{TRITON_HTTP_PORT}"  # empty: no Triton check
     triton_models: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: Triton's index
@@ -142,7 +153,9 @@ class Settings(BaseSettings):
         parse_many(v)  # raises ValueError on a typo, at start-up
         return v
 
-    _empty_is_default = field_validator("queue_sqlite_path", "blob_dir", mode="before")(
+    _empty_is_default = field_validator(
+        "queue_sqlite_path", "blob_dir", "diarization_params_dir", mode="before"
+    )(
         lambda v: None if v == "" else v
     )
 
@@ -164,6 +177,14 @@ class Settings(BaseSettings):
     @property
     def resolved_queue_sqlite_path(self) -> Path:
         return self.queue_sqlite_path or self.data_dir / "queue.db"
+
+    @property
+    def resolved_diarization_params_dir(self) -> Path:
+        from speechlib.interfaces import SpeakerEmbedding
+
+        if self.diarization_params_dir:
+            return self.diarization_params_dir
+        return Path(__file__).resolve().parents[2] / "model_repository" / SpeakerEmbedding.NAME / "1"
 
     @property
     def resolved_jwks_url(self) -> str:
