@@ -30,6 +30,18 @@ class AudioInfo:
     format: str | None = None
 
 
+class AudioRejected(ValueError):
+    """The upload is not audio we can transcribe (not a container FFmpeg reads, no audio stream,
+    empty, too short...). Nothing was kept. ``status_code``: the HTTP status the api answers (415 for
+    what is not audio at all, 422 for audio that cannot work); ``code``: a stable name for clients."""
+
+    def __init__(self, code: str, message: str, status_code: int = 415):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status_code = status_code
+
+
 PROBE_HEAD_BYTES = 256 * 1024
 MAX_DURATION_SECONDS = 9_999_999.0  # the column is NUMERIC(10, 3); a forged header may claim more
 _UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
