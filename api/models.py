@@ -24,6 +24,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -62,6 +63,18 @@ class JobStatus(str, enum.Enum):
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+
+
+class TranscriptionSource(str, enum.Enum):
+    """Where a transcription came from (the database checks it): ``live`` the original's realtime
+    recording, ``batch`` the transcribe job, ``openai`` /v1/audio/transcriptions, ``direct`` the
+    original's /transcribe and /diarize-file calls, ``edit`` a user's edit of an earlier version."""
+
+    live = "live"
+    batch = "batch"
+    openai = "openai"
+    direct = "direct"
+    edit = "edit"
 
 
 # The statuses a job never leaves, as the stored strings (JobStatus members compare equal to them).
@@ -237,11 +250,39 @@ class AudioFile(Base):
 
 
 class Transcription(Base):
+    """One version of a session's transcript. Versions are numbered 1, 2, ... per session; exactly
+    one is ``is_current`` once any exists (the latest successful one, or the latest edit). Older
+    versions stay as history; re-transcription adds a version, never overwrites one. ``job_id`` is
+    unique: a job that completes twice (a retried completion) stores one transcription."""
+
     __tablename__ = "transcriptions"
+    __table_args__ = (
+        CheckConstraint(enum_check_sql("source", TranscriptionSource), name="source"),
+        UniqueConstraint("session_id", "version"),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     session_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("recording_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+    is_current: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    source: Mapped[str] = mapped_column(
+        String(16),
+        nullable=False,
+        default=TranscriptionSource.batch.value,
+        server_default=TranscriptionSource.live.value,  # rows from before versioning: the original's
+    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
+    audio_file_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("audio_files.id", ondelete="SET NULL")
+    )
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(  # the version an edit was made from
+        Uuid, ForeignKey("transcriptions.id", ondelete="SET NULL")
     )
     content: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
     # [{index, speaker, start_time, end_time, text, confidence_score, is_final}, ...] (seconds)
