@@ -22,9 +22,11 @@ import numpy as np
 from speechlib.interfaces import SAMPLE_RATE
 
 __all__ = [
+    "MIN_DURATION_S",
     "AudioDecodeError",
     "AudioInfo",
     "DecodedAudio",
+    "check_audio",
     "decode_audio",
     "decode_to_file",
     "iter_audio",
@@ -43,8 +45,25 @@ _INT_SCALE = {
 _FLOAT_FORMATS = {"flt", "fltp", "dbl", "dblp"}
 
 
+# Shorter than this is refused (by :func:`decode_audio` and :func:`check_audio`): no model can say
+# anything about it (one VAD frame is 10 ms, the ASR front end's window 25 ms, a speaker embedding
+# wants seconds), and it is far more often a recording that did not start than a meeting.
+MIN_DURATION_S = 0.1
+# How much of an upload :func:`check_audio` decodes (the rest is only demuxed: counted, not decoded)
+CHECK_DECODE_S = 60.0
+
+
 class AudioDecodeError(ValueError):
-    """The input is not decodable audio; the message names the problem for the person who sent it."""
+    """The input is not decodable audio; the message names the problem for the person who sent it.
+
+    ``code`` says which problem, for the api's answers and failed jobs (docs/bad-input.md):
+    ``empty_file``, ``not_audio`` (FFmpeg reads no container in it), ``no_audio_stream``,
+    ``corrupt_audio`` (its packets do not decode), ``no_samples``, ``too_short`` (under
+    :data:`MIN_DURATION_S`), ``non_finite_samples`` (NaN or infinite samples)."""
+
+    def __init__(self, message: str, code: str = "not_audio"):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -63,38 +82,116 @@ def _open(source):
     import av
 
     try:
+        if os.path.getsize(source) == 0:
+            raise AudioDecodeError("the file is empty (0 bytes)", "empty_file")
+    except OSError:
+        pass  # av.open names the problem
+    try:
         return av.open(str(source) if isinstance(source, Path) else source, mode="r")
     except (av.error.InvalidDataError, av.error.EOFError) as e:
-        raise AudioDecodeError(f"not a readable audio file: {e}") from e
+        raise AudioDecodeError(f"not a readable audio file: {_reason(e)}", "not_audio") from e
     except av.error.FFmpegError as e:
-        raise AudioDecodeError(f"cannot open the audio: {e}") from e
+        raise AudioDecodeError(f"cannot open the audio: {_reason(e)}", "not_audio") from e
+
+
+def _reason(e: Exception) -> str:
+    """FFmpeg's message without the file's path (a server-side temporary name, no use to a client)."""
+    return getattr(e, "strerror", None) or str(e)
 
 
 def _audio_stream(container):
     if not container.streams.audio:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-        raise AudioDecodeError(f"no audio stream in the file (found: {', '.join(kinds)})")
+        raise AudioDecodeError(f"no audio stream in the file (found: {', '.join(kinds)})", "no_audio_stream")
     return container.streams.audio[0]
+
+
+def _check_finite(x: np.ndarray, offset_s: float, rate: int) -> None:
+    """Refuse NaN/inf samples in mono ``x`` (which starts ``offset_s`` into the audio), saying how many and where the first is. Refused rather than replaced:
+    a float file with a NaN is broken upstream (a mixer or a converter), and silence or clipping in
+    their place would hide that; the models would turn them into NaN features or garbage."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise AudioDecodeError(
+            f"the audio holds {int(bad.sum())} NaN or infinite samples (the first at "
+            f"{offset_s + first / rate:.3f} s)",
+            "non_finite_samples",
+        )
+
+
+def _too_short(seconds: float) -> AudioDecodeError:
+    return AudioDecodeError(
+        f"the audio is {seconds * 1000:.0f} ms long; at least {MIN_DURATION_S * 1000:.0f} ms is needed",
+        "too_short",
+    )
 
 
 def probe_audio(source: str | Path) -> AudioInfo:
     """Container, codec, rate, channels and claimed duration of ``source``; raises
     :class:`AudioDecodeError` for anything that is not a file with an audio stream."""
     with _open(source) as container:
-        stream = _audio_stream(container)
-        duration = None
+        return _describe(container, _audio_stream(container))
+
+
+def _describe(container, stream, duration: float | None = None) -> AudioInfo:
+    if duration is None:
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / 1_000_000  # av.time_base: microseconds
-        ctx = stream.codec_context
-        return AudioInfo(
-            format=container.format.name,
-            codec=ctx.name,
-            sample_rate=int(ctx.sample_rate or 0),
-            channels=int(ctx.channels or 0),
-            duration_s=duration,
-        )
+    ctx = stream.codec_context
+    return AudioInfo(
+        format=container.format.name,
+        codec=ctx.name,
+        sample_rate=int(ctx.sample_rate or 0),
+        channels=int(ctx.channels or 0),
+        duration_s=duration,
+    )
+
+
+def check_audio(source: str | Path, decode_s: float = CHECK_DECODE_S) -> AudioInfo:
+    """What an upload gets before it is kept: :func:`probe_audio`, plus a duration measured on what
+    is in the file, not taken from its header (a header may lie, or a browser's webm may claim none).
+
+    Every packet of the audio stream is demuxed (read and counted, not decoded: about 0.25 s for an
+    hour of 16 kHz WAV or 0.4 s for an hour of mp3 here) and the first ``decode_s`` seconds are
+    decoded at the file's own rate (no resampling). A file that ends within them is measured by its
+    decoded samples (exact); a longer one by its packets' timestamps (last end minus first start).
+    Decoding what is left (hours, for a meeting) is the transcription job's.
+
+    Raises :class:`AudioDecodeError` (``.code`` names the case) for an empty file, what FFmpeg
+    cannot read, no audio stream, no packets or nothing decodable, NaN/inf samples in the decoded
+    part, and audio under :data:`MIN_DURATION_S`. ``duration_s`` of the result is the measurement."""
+    with _open(source) as container:
+        stream = _audio_stream(container)
+        packets = _Packets(container, stream)
+        rate = 0
+        decoding = True
+        for packet in packets:
+            if not decoding:
+                continue
+            offset = packets.decoded
+            for frame in packets.decode(packet)[0]:
+                rate = frame.sample_rate or rate
+                if frame.format.name in _FLOAT_FORMATS:  # (integer PCM is always finite)
+                    _check_finite(_to_float_mono(frame), offset / rate, rate)
+                offset += frame.samples
+            decoding = not rate or packets.decoded < decode_s * rate
+        if not packets.count:
+            raise AudioDecodeError("the audio has no samples", "no_samples")
+        packets.check_decoded()
+        if not packets.decoded:
+            raise AudioDecodeError("no audio decodes from the file", "corrupt_audio")
+        if decoding:  # decoded to the end: the samples are the length
+            duration = packets.decoded / rate + packets.filled_s
+        elif packets.first is not None and stream.time_base is not None:
+            duration = float((packets.last - packets.first) * stream.time_base)
+        else:  # no timestamps to measure with: the header's claim is all there is
+            duration = _describe(container, stream).duration_s
+        if duration is not None and duration < MIN_DURATION_S:
+            raise _too_short(duration)
+        return _describe(container, stream, duration)
 
 
 def _to_float_mono(frame) -> np.ndarray:
@@ -111,8 +208,74 @@ def _to_float_mono(frame) -> np.ndarray:
     elif fmt in ("u8", "u8p"):
         x = ((x.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     else:  # pragma: no cover - FFmpeg has no other sample formats today
-        raise AudioDecodeError(f"unsupported sample format {fmt}")
+        raise AudioDecodeError(f"unsupported sample format {fmt}", "corrupt_audio")
     return x.mean(axis=0, dtype=np.float32) if channels > 1 else x[0]
+
+
+class _Packets:
+    """The audio stream's packets, demuxed one by one, with what a caller needs to measure and
+    decode them. A packet that does not decode is skipped, as the ffmpeg command line does (a cut
+    file's last packet is partial; a glitch mid-file loses one packet, not the meeting); its time
+    comes back as a gap before the next decoded frame, so what follows keeps its place in time. A
+    read error ends the stream where it happens (what was read is what there is)."""
+
+    def __init__(self, container, stream):
+        self.container, self.stream = container, stream
+        self.count = 0  # packets with data
+        self.failed = 0
+        self.first = self.last = None  # earliest start and latest end, in stream.time_base
+        self.decoded = 0  # frames' samples, at the file's own rate
+        self.filled_s = 0.0  # seconds of skipped packets given back as gaps
+        self._gap = 0.0
+        self._error: Exception | None = None
+
+    def __iter__(self):
+        import av
+
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as e:  # a truncated or damaged container: stop here
+                self._error = e
+                return
+            if packet.size:  # (the last packet is empty: it flushes the decoder)
+                self.count += 1
+                if packet.pts is not None:
+                    end = packet.pts + (packet.duration or 0)
+                    self.first = packet.pts if self.first is None else min(self.first, packet.pts)
+                    self.last = end if self.last is None else max(self.last, end)
+            yield packet
+
+    def decode(self, packet) -> tuple[list, float]:
+        """The packet's frames, and the seconds of skipped packets just before them."""
+        import av
+
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as e:
+            self.failed += 1
+            self._error = e
+            if packet.duration and self.stream.time_base is not None:
+                self._gap += float(packet.duration * self.stream.time_base)
+            return [], 0.0
+        gap = 0.0
+        if frames:
+            gap, self._gap = self._gap, 0.0  # a gap at the very end is dropped: nothing follows it
+            self.decoded += sum(f.samples for f in frames)
+            self.filled_s += gap
+        return frames, gap
+
+    def check_decoded(self) -> None:
+        """Packets that all failed to decode: corrupt (no packets at all is for the caller)."""
+        if self.count and not self.decoded and (self.failed or self._error is not None):
+            reason = f": {_reason(self._error)}" if self._error is not None else ""
+            raise AudioDecodeError(
+                f"none of the audio's {self.count} packets decodes (corrupt or truncated){reason}",
+                "corrupt_audio",
+            )
 
 
 def iter_audio(
@@ -120,13 +283,21 @@ def iter_audio(
 ) -> Iterator[np.ndarray]:
     """Decode ``source`` piece by piece: float32 mono blocks at ``sample_rate`` Hz of about
     ``block_s`` seconds (the last one shorter). Memory stays bounded by one block, whatever the
-    file's length. Raises :class:`AudioDecodeError` for undecodable input (also midway, for a file
-    that is truncated or corrupt after its header)."""
+    file's length. Raises :class:`AudioDecodeError` for what is not audio, and for a file none of
+    whose packets decodes. A file cut short gives what is there, whatever its header claims;
+    packets that do not decode mid-file are skipped and their time filled with silence (see
+    :class:`_Packets`)."""
     import av
 
     block = max(1, int(block_s * sample_rate))
     pending: list[np.ndarray] = []
     n_pending = 0
+
+    def add(x: np.ndarray) -> None:
+        nonlocal n_pending
+        if x.size:
+            pending.append(x)
+            n_pending += x.size
 
     def take(final: bool) -> Iterator[np.ndarray]:
         nonlocal pending, n_pending
@@ -137,10 +308,13 @@ def iter_audio(
             yield np.ascontiguousarray(out, dtype=np.float32)
 
     with _open(source) as container:
-        stream = _audio_stream(container)
+        packets = _Packets(container, _audio_stream(container))
         resampler = None
-        try:
-            for frame in container.decode(stream):
+        for packet in packets:
+            decoded, gap = packets.decode(packet)
+            if gap:
+                add(np.zeros(round(gap * sample_rate), np.float32))
+            for frame in decoded:
                 if frame.sample_rate != sample_rate:
                     if resampler is None:  # keep the channels: they are averaged after, in numpy
                         fmt = "fltp" if len(frame.layout.channels) > 1 else "flt"
@@ -149,30 +323,26 @@ def iter_audio(
                 else:
                     frames = [frame]
                 for f in frames:
-                    x = _to_float_mono(f)
-                    if x.size:
-                        pending.append(x)
-                        n_pending += x.size
-                yield from take(final=False)
-            if resampler is not None:
-                for f in resampler.resample(None):  # flush the resampler's tail
-                    pending.append(_to_float_mono(f))
-                    n_pending += pending[-1].size
-        except av.error.FFmpegError as e:
-            raise AudioDecodeError(f"the audio is corrupt or truncated: {e}") from e
+                    add(_to_float_mono(f))
+            yield from take(final=False)
+        packets.check_decoded()
+        if resampler is not None:
+            for f in resampler.resample(None):  # flush the resampler's tail
+                add(_to_float_mono(f))
     yield from take(final=True)
 
 
 def decode_audio(source: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The whole of ``source`` as float32 mono at ``sample_rate`` Hz, clipped to [-1, 1]. Raises
-    :class:`AudioDecodeError` for undecodable input, and for a file with no samples or with NaN/inf
-    samples (which the models refuse)."""
+    :class:`AudioDecodeError` for undecodable input, and for a file with no samples, under
+    :data:`MIN_DURATION_S`, or with NaN/inf samples (which the models refuse)."""
     blocks = list(iter_audio(source, sample_rate))
     if not blocks:
-        raise AudioDecodeError("the audio has no samples")
+        raise AudioDecodeError("the audio has no samples", "no_samples")
     x = np.concatenate(blocks)
-    if not np.isfinite(x).all():
-        raise AudioDecodeError("the audio holds NaN or infinite samples")
+    _check_finite(x, 0.0, sample_rate)
+    if x.size < MIN_DURATION_S * sample_rate:
+        raise _too_short(x.size / sample_rate)
     return np.clip(x, -1.0, 1.0, out=x)
 
 
@@ -201,7 +371,9 @@ class DecodedAudio:
         path = Path(path)
         size = path.stat().st_size
         if size % _PCM_DTYPE.itemsize:
-            raise AudioDecodeError(f"{path} is not a whole number of float32 samples ({size} bytes)")
+            raise AudioDecodeError(
+                f"{path} is not a whole number of float32 samples ({size} bytes)", "corrupt_audio"
+            )
         return cls(path, sample_rate, size // _PCM_DTYPE.itemsize, source)
 
     @property
@@ -220,7 +392,7 @@ class DecodedAudio:
             x = np.fromfile(f, dtype=_PCM_DTYPE, count=stop - start)
         if x.size != stop - start:
             raise AudioDecodeError(
-                f"{self.path} is shorter than {self.num_samples} samples: changed on disk?"
+                f"{self.path} is shorter than {self.num_samples} samples: changed on disk?", "corrupt_audio"
             )
         return x.astype(np.float32, copy=False)
 
@@ -255,8 +427,7 @@ def decode_to_file(
     try:
         with open(partial, "wb") as out:
             for block in iter_audio(source, sample_rate, block_s):
-                if not np.isfinite(block).all():
-                    raise AudioDecodeError("the audio holds NaN or infinite samples")
+                _check_finite(block, n / sample_rate, sample_rate)
                 np.clip(block, -1.0, 1.0, out=block)
                 out.write(block.astype(_PCM_DTYPE, copy=False).tobytes())
                 n += block.size
