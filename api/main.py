@@ -25,7 +25,7 @@ from api.core.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
 )
-from api.routes import api_keys, auth, jobs, ops, sessions, users
+from api.routes import api_keys, auth, jobs, ops, sessions, transcriptions, users
 
 log = logging.getLogger("api")
 
@@ -79,7 +79,7 @@ AUTH_RESPONSES = {
     429: {"description": "too many attempts; see Retry-After", "content": _ERROR_BODY},
     503: {"description": "too many sign-ins being checked at once; see Retry-After", "content": _ERROR_BODY},
 }
-UPLOAD_PATH = re.compile(r"^/api/v1/sessions/[^/]+/audio_files/?$")
+UPLOAD_PATH = re.compile(r"^/api/v1/(sessions/[^/]+/audio_files|transcriptions/batch)/?$")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries and part headers around the file
 
 
@@ -129,6 +129,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         api_keys.router,
         jobs.router,
         jobs.tasks_router,
+        transcriptions.batch_router,
+        transcriptions.router,
     ):
         app.include_router(router, dependencies=documented_auth, responses=COMMON_RESPONSES)
     app.include_router(ops.router)

@@ -409,3 +409,187 @@ class TaskStatusOut(BaseModel):
     result: dict[str, Any] | None
     error: str | None
     job: JobOut
+
+
+# --------------------------------------------------------------------------------------- transcriptions
+MAX_SPEAKERS = 32
+MAX_SEGMENT_TEXT = 10_000
+MAX_EDIT_SEGMENTS = 20_000
+SpeakerName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_storable)
+]
+SpeakerCount = Annotated[int, Field(ge=1, le=MAX_SPEAKERS)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_DURATION_SECONDS, allow_inf_nan=False)]
+
+
+class TranscribeOptions(BaseModel):
+    """What a transcription job is asked for. ``language``: ``auto`` (detect; the default) or a
+    code of the one language mapping (``zh``, ``zh-CN``, ``en``, ``en-US``, ``yue``, ``ja``, ``ko``);
+    speaker counts: found automatically when not given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: Language | None = None
+    num_speakers: SpeakerCount | None = None
+    min_speakers: SpeakerCount | None = None
+    max_speakers: SpeakerCount | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _supported(cls, v: str | None) -> str | None:
+        from speechlib.languages import normalize_language
+
+        return None if v is None else normalize_language(v)  # ValueError names the supported codes
+
+    @model_validator(mode="after")
+    def _counts(self) -> TranscribeOptions:
+        from speechlib.diarization.pipeline import check_speaker_counts
+
+        check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
+        return self
+
+
+class BatchOptions(TranscribeOptions):
+    title: Text | None = Field(None, max_length=500)
+
+
+class TranscribeRequest(TranscribeOptions):
+    audio_file_id: uuid.UUID | None = Field(None, description="default: the session's latest audio file")
+
+
+class TranscriptionJobOut(BaseModel):
+    """202 for a started transcription: follow ``job_id`` at /api/v1/jobs/{job_id} (or its events)."""
+
+    job_id: uuid.UUID
+    task_id: uuid.UUID = Field(description="the same id, under the original's name (/api/v2/tasks/{id})")
+    session_id: uuid.UUID
+    audio_file_id: uuid.UUID
+    status: JobStatus
+    language: str
+
+
+class WordOut(BaseModel):
+    word: str
+    start: float
+    end: float
+    speaker: str | None = None
+    probability: float | None = None
+
+
+class SegmentOut(BaseModel):
+    """The stored segment shape: the original's keys (seconds), then ours."""
+
+    index: int
+    speaker: str | None = None
+    start_time: float
+    end_time: float
+    text: str
+    confidence_score: float | None = None
+    is_final: bool = True
+    language: str | None = None
+    emotion: str | None = None
+    event: str | None = None
+    words: list[WordOut] = Field(default_factory=list)
+
+
+class TranscriptionInfoOut(BaseModel):
+    """One version, without its text (history listings)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    version: int
+    is_current: bool
+    source: str
+    job_id: uuid.UUID | None
+    audio_file_id: uuid.UUID | None
+    parent_id: uuid.UUID | None
+    language: str
+    confidence_score: float | None
+    processing_time_ms: int | None
+    stt_model: str | None
+    status: str
+    word_count: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TranscriptionOut(TranscriptionInfoOut):
+    content: str
+    segments: list[SegmentOut]
+
+    @field_validator("segments", mode="before")
+    @classmethod
+    def _segments(cls, v: Any) -> Any:  # lenient on read: a stored element without times is skipped
+        if not isinstance(v, list):
+            return []
+        return [s for s in v if isinstance(s, dict) and "start_time" in s and "end_time" in s]
+
+
+class WordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    word: Text = Field(max_length=200)
+    start: Seconds
+    end: Seconds
+    speaker: SpeakerName | None = None
+    probability: float | None = Field(None, ge=0, le=1)
+
+
+class SegmentIn(BaseModel):
+    """A whole segment (PUT): times in seconds, ``end_time >= start_time``."""
+
+    model_config = ConfigDict(extra="ignore")  # a segment read back (with its other keys) may be sent
+
+    speaker: SpeakerName | None = None
+    start_time: Seconds
+    end_time: Seconds
+    text: Text = Field(max_length=MAX_SEGMENT_TEXT)
+    language: Annotated[str, StringConstraints(max_length=16)] | None = None
+    emotion: Annotated[str, StringConstraints(max_length=32)] | None = None
+    event: Annotated[str, StringConstraints(max_length=32)] | None = None
+    confidence_score: float | None = Field(None, ge=0, le=1)
+    words: list[WordIn] = Field(default_factory=list, max_length=5_000)
+
+    @model_validator(mode="after")
+    def _order(self) -> SegmentIn:
+        if self.end_time < self.start_time:
+            raise ValueError("end_time must not be before start_time")
+        for w in self.words:
+            if w.end < w.start:
+                raise ValueError(f"word {w.word!r} ends before it starts")
+        return self
+
+
+class SegmentPatch(BaseModel):
+    """Changes to one segment (PATCH), named by its ``index``; fields left out stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=1, le=10_000_000)
+    text: Text | None = Field(None, max_length=MAX_SEGMENT_TEXT)
+    speaker: SpeakerName | None = None
+    start_time: Seconds | None = None
+    end_time: Seconds | None = None
+
+
+class _Edit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_version: int | None = Field(
+        None, ge=1, description="the version edited; 409 if the current one is another (someone else edited)"
+    )
+
+
+class TranscriptionReplace(_Edit):
+    segments: list[SegmentIn] = Field(max_length=MAX_EDIT_SEGMENTS)
+
+
+class TranscriptionPatch(_Edit):
+    segments: list[SegmentPatch] = Field(min_length=1, max_length=MAX_EDIT_SEGMENTS)
+
+
+class SpeakerRename(_Edit):
+    speaker: SpeakerName = Field(description="the label to rename, e.g. SPEAKER_00")
+    name: SpeakerName = Field(description="the new name (renaming onto an existing speaker merges them)")

@@ -4,16 +4,39 @@ FastAPI's ``UploadFile`` spools the whole body to a temporary file before the ro
 and ownership checks) runs, and the blob store then copies it again. Instead, the upload route
 checks the caller first, then this module parses the body as it streams in (python-multipart's
 push parser) and hands the file part's bytes, chunk by chunk, straight to the blob store, which
-counts them against the cap.
+counts them against the cap. Small text fields (a batch upload's ``title``, ``language``...) are
+collected on the way, before or after the file part.
+
+:func:`stream_upload` is the glue both upload routes use (sessions' ``audio_files`` and the batch
+transcription): it runs the storing in a thread fed by the request body and turns the ways an
+upload fails into the api's answers (422 malformed form, 413 with the limit's setting named, the
+probe's own status for what is not audio).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import quote
 
+import anyio
+from fastapi import HTTPException, Request, status
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
+from sqlalchemy import func, select
+
+from api.blobstore import BlobTooLarge
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from api.context import AppContext
+
+T = TypeVar("T")
+MAX_FIELDS = 32
+MAX_FIELD_BYTES = 4096
 
 
 class UploadError(ValueError):
@@ -50,6 +73,9 @@ class MultipartFileStream:
         self._done = False
         self._header_field = b""
         self._header_value = b""
+        self.fields: dict[str, str] = {}  # the form's text fields (not files) seen so far
+        self._field_name: str | None = None
+        self._field_value = bytearray()
         self._parser = MultipartParser(
             boundary,
             {
@@ -87,13 +113,28 @@ class MultipartFileStream:
         if self._found is None and self._part.name == self.field_name:
             self._found = self._part
             self._in_target = True
+        elif self._part.filename is None and self._part.name:
+            if len(self.fields) >= MAX_FIELDS:
+                raise UploadError(f"the form has more than {MAX_FIELDS} fields")
+            self._field_name = self._part.name
+            self._field_value = bytearray()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_target:
             self._out.append(bytes(data[start:end]))
+        elif self._field_name is not None:
+            self._field_value += data[start:end]
+            if len(self._field_value) > MAX_FIELD_BYTES:
+                raise UploadError(f"form field {self._field_name!r} is longer than {MAX_FIELD_BYTES} bytes")
 
     def _part_end(self) -> None:
         self._in_target = False
+        if self._field_name is not None:
+            try:
+                self.fields[self._field_name] = self._field_value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UploadError(f"form field {self._field_name!r} is not UTF-8 text") from None
+            self._field_name = None
 
     # ------------------------------------------------------------------ reading
     def _feed(self) -> bool:
@@ -104,6 +145,8 @@ class MultipartFileStream:
             return False
         try:
             self._parser.write(chunk)
+        except UploadError:
+            raise
         except Exception as e:  # python-multipart's MultipartParseError and friends
             raise UploadError(f"malformed multipart body: {e}") from None
         return True
@@ -133,3 +176,91 @@ class MultipartFileStream:
             if self._done:
                 return
             self._feed()
+
+
+# ------------------------------------------------------------------------------ the routes' glue
+def stored_bytes(s: Session, user_id: uuid.UUID) -> int:
+    """Audio bytes the user keeps in the blob store."""
+    from api.models import AudioFile
+
+    return int(
+        s.scalar(
+            select(func.coalesce(func.sum(AudioFile.file_size_bytes), 0)).where(AudioFile.user_id == user_id)
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class UploadLimit:
+    """How many bytes this upload may have, and the setting that said so (named in the 413)."""
+
+    max_bytes: int
+    setting: str
+
+    def too_large(self) -> HTTPException:
+        what = "the file is larger than" if self.setting == "MAX_UPLOAD_BYTES" else "this upload would exceed"
+        return HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"{what} the limit of {self.max_bytes} bytes ({self.setting})"
+        )
+
+
+def upload_limit(ctx: AppContext, user_id: uuid.UUID) -> UploadLimit:
+    """The byte cap of one upload: MAX_UPLOAD_BYTES, or less when the user's stored audio is near
+    MAX_STORED_BYTES_PER_USER. Raises the 413 at once when nothing is left."""
+    settings = ctx.settings
+    with ctx.db.session() as s:
+        used = stored_bytes(s, user_id)
+    left = settings.max_stored_bytes_per_user - used
+    if left <= 0:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"your stored audio ({used} bytes) has reached the limit of "
+            f"{settings.max_stored_bytes_per_user} bytes (MAX_STORED_BYTES_PER_USER): delete sessions first",
+        )
+    if left < settings.max_upload_bytes:
+        return UploadLimit(left, "MAX_STORED_BYTES_PER_USER")
+    return UploadLimit(settings.max_upload_bytes, "MAX_UPLOAD_BYTES")
+
+
+async def stream_upload(
+    request: Request, field_name: str, limit: UploadLimit, store: Callable[[MultipartFileStream], T]
+) -> T:
+    """Parse the request's multipart body as it arrives and run ``store(stream)`` in a worker
+    thread (``stream`` yields the file part's bytes; its ``fields`` hold the text fields, complete
+    once the file is read). ``store`` passes ``limit.max_bytes`` to the blob store. Answers: 422
+    for a body that is not the expected form, 413 naming ``limit.setting`` past the cap, the
+    probe's status (:class:`api.crud.audio.AudioRejected`) for what is not audio."""
+    from api.crud.audio import AudioRejected
+    from api.deps import unprocessable
+
+    try:
+        boundary = multipart_boundary(request.headers.get("content-type"))
+    except UploadError as e:
+        raise unprocessable(("body", field_name), str(e)) from None
+    body = request.stream().__aiter__()
+
+    async def next_chunk() -> bytes:
+        try:
+            return await body.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    def run() -> T:
+        stream = MultipartFileStream(boundary, field_name, lambda: anyio.from_thread.run(next_chunk))
+        stream.start()
+        return store(stream)
+
+    try:
+        return await anyio.to_thread.run_sync(run)
+    except UploadError as e:
+        raise unprocessable(("body", field_name), str(e)) from None
+    except BlobTooLarge:
+        raise limit.too_large() from None
+    except AudioRejected as e:
+        raise HTTPException(e.status_code, e.message) from None
+
+
+def attachment(filename: str) -> str:
+    """A ``Content-Disposition`` value that downloads as ``filename`` (any characters)."""
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"

@@ -14,12 +14,14 @@ import sys
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from api.blobstore import make_blob_store
 from api.core.config import Settings, get_settings
 from api.db.session import Database
+from api.inference import WorkerInference
 from api.jobs.kinds import load_job_modules
 from api.jobs.queue import JobQueue
 from api.jobs.reaper import Reaper
-from api.jobs.runner import JobExecutor
+from api.jobs.runner import JobExecutor, JobServices
 from api.jobs.store import JobStore
 from api.metrics import WorkerMetrics
 
@@ -31,11 +33,14 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None):
     store = JobStore(db, lease_seconds=settings.job_lease_seconds)
     queue = JobQueue(settings)
     metrics = WorkerMetrics(registry or CollectorRegistry())
+    # one Triton client (made on the first job that needs it) for every job of this process
+    services = JobServices(settings, db, make_blob_store(settings), WorkerInference(settings))
     executor = JobExecutor(
         store,
         load_job_modules(settings.extra_job_modules),
         heartbeat_seconds=settings.job_heartbeat_seconds,
         on_finish=metrics.job_finished,
+        services=services,
     )
     queue.executor = executor.run
     reaper = Reaper(
@@ -84,6 +89,8 @@ def main() -> int:
         released = executor.release_all()
         if released:
             log.info("released %d running job(s) on shutdown", len(released))
+        if executor.services is not None:
+            executor.services.inference.close()
         db.dispose()
     return 0
 

@@ -16,8 +16,8 @@ JobHandler = Callable[["JobContext"], "dict[str, Any] | None"]
 JOB_HANDLERS: dict[str, JobHandler] = {}
 
 # Modules whose import registers job kinds; the worker imports them at start, plus the setting
-# EXTRA_JOB_MODULES (how the tests add theirs). Features add theirs here (batch transcription, ...).
-JOB_MODULES: list[str] = []
+# EXTRA_JOB_MODULES (how the tests add theirs). Features add theirs here.
+JOB_MODULES: list[str] = ["api.transcribe_job"]
 
 
 def job_kind(name: str) -> Callable[[JobHandler], JobHandler]:

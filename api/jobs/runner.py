@@ -8,12 +8,30 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from api.jobs.kinds import JobCancelled, JobError, JobHandler, LeaseLost
 from api.jobs.store import JobStore, job_error, make_progress
 
+if TYPE_CHECKING:
+    from api.blobstore import BlobStore
+    from api.core.config import Settings
+    from api.db.session import Database
+    from api.inference import WorkerInference
+
 log = logging.getLogger("api.jobs")
+
+
+@dataclass
+class JobServices:
+    """What a handler may use besides its job: the worker's settings, database, blob store and its
+    one Triton client (:class:`api.inference.WorkerInference`, shared by every job of the process)."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    inference: WorkerInference
 
 
 class RetryLater(Exception):
@@ -23,14 +41,16 @@ class RetryLater(Exception):
 class JobContext:
     """What a handler sees of its job. All writes are guarded by the lease."""
 
-    def __init__(self, store: JobStore, job: Any, owner: str):
+    def __init__(self, store: JobStore, job: Any, owner: str, services: JobServices | None = None):
         self._store = store
+        self.services = services  # None only where a worker was built without them (tests' kinds)
         self._owner = owner
         self.job_id: uuid.UUID = job.id
         self.kind: str = job.kind
         self.params: dict[str, Any] = dict(job.params or {})
         self.checkpoint: dict[str, Any] | None = job.checkpoint
         self.attempt: int = job.attempt
+        self.max_attempts: int = job.max_attempts
         self.user_id: uuid.UUID | None = job.user_id
         self.session_id: uuid.UUID | None = job.session_id
         self.cancel_seen = threading.Event()  # set by the heartbeat thread too
@@ -100,8 +120,10 @@ class JobExecutor:
         handlers: dict[str, JobHandler],
         heartbeat_seconds: float = 10.0,
         on_finish: Any = None,
+        services: JobServices | None = None,
     ):
         self.store = store
+        self.services = services
         self.handlers = handlers
         self.heartbeat_seconds = heartbeat_seconds
         self.on_finish = on_finish  # callback(kind, status, seconds) for metrics
@@ -124,7 +146,7 @@ class JobExecutor:
         job = self.store.claim(job_id, owner)
         if job is None:
             return "not_claimed"
-        ctx = JobContext(self.store, job, owner)
+        ctx = JobContext(self.store, job, owner, self.services)
         handler = self.handlers.get(job.kind)
         started = time.monotonic()
         heartbeat = _Heartbeat(self.store, ctx, owner, self.heartbeat_seconds)

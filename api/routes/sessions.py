@@ -9,11 +9,11 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.blobstore import BlobNotFound, BlobTooLarge
+from api.blobstore import BlobNotFound
 from api.core.security import Principal, Scope
 from api.crud import audio as audio_crud
 from api.crud import sessions as crud
-from api.deps import DB, Ctx, require_scopes, unprocessable
+from api.deps import DB, Ctx, require_scopes
 from api.models import DEFAULT_LANGUAGE, DEFAULT_SESSION_TITLE, AudioFile, RecordingSession, SessionStatus
 from api.schemas import (
     MAX_OFFSET,
@@ -28,7 +28,7 @@ from api.schemas import (
     Text,
     UtcDatetime,
 )
-from api.uploads import MultipartFileStream, UploadError, multipart_boundary
+from api.uploads import MultipartFileStream, attachment, stream_upload, upload_limit
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 audio_router = APIRouter(prefix="/api/v1/audio-files", tags=["sessions"])
@@ -179,44 +179,22 @@ async def upload_audio_file(session_id: uuid.UUID, request: Request, ctx: Ctx, p
 
     if await anyio.to_thread.run_sync(owned) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    try:
-        boundary = multipart_boundary(request.headers.get("content-type"))
-    except UploadError as e:
-        raise unprocessable(("body", UPLOAD_FIELD), str(e)) from None
-    body = request.stream().__aiter__()
+    limit = await anyio.to_thread.run_sync(upload_limit, ctx, principal.user_id)
 
-    async def next_chunk() -> bytes:
-        try:
-            return await body.__anext__()
-        except StopAsyncIteration:
-            return b""
-
-    limit = ctx.settings.max_upload_bytes
-
-    def store() -> AudioFile:
-        stream = MultipartFileStream(boundary, UPLOAD_FIELD, lambda: anyio.from_thread.run(next_chunk))
-        stream.start()
+    def store(stream: MultipartFileStream) -> AudioFile:
         with ctx.db.session() as s:
             session = crud.get_owned(s, principal.user_id, session_id)
             if session is None:  # deleted meanwhile
                 raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
             row = audio_crud.store_audio(
-                s, ctx.blobs, session, stream, stream.filename, stream.content_type, max_bytes=limit
+                s, ctx.blobs, session, stream, stream.filename, stream.content_type, max_bytes=limit.max_bytes
             )
             s.commit()
             s.refresh(row)
             s.expunge(row)
             return row
 
-    try:
-        row = await anyio.to_thread.run_sync(store)
-    except UploadError as e:
-        raise unprocessable(("body", UPLOAD_FIELD), str(e)) from None
-    except BlobTooLarge:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"the file is larger than the limit of {limit} bytes (MAX_UPLOAD_BYTES)",
-        ) from None
+    row = await stream_upload(request, UPLOAD_FIELD, limit, store)
     ctx.metrics.blob_bytes.labels(row.storage_backend).inc(row.file_size_bytes or 0)
     return row
 
@@ -241,7 +219,7 @@ def download_audio_file(file_id: uuid.UUID, db: DB, ctx: Ctx, principal: Reader)
         chunks,
         media_type="application/octet-stream",
         headers={
-            "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(name)}",
+            "Content-Disposition": attachment(name),
             "X-Content-Type-Options": "nosniff",
             **({"Content-Length": str(row.file_size_bytes)} if row.file_size_bytes is not None else {}),
         },
@@ -259,9 +237,3 @@ def audio_file_url(file_id: uuid.UUID, db: DB, ctx: Ctx, principal: Reader) -> S
     if url is None:
         return SignedUrlOut(url=f"/api/v1/audio-files/{row.id}/download", expires_in=None)
     return SignedUrlOut(url=url, expires_in=expires)
-
-
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")

@@ -1,0 +1,302 @@
+"""The ``transcribe`` job: a session's uploaded audio -> a stored, speaker-attributed transcription.
+
+Params (set by the routes in ``api/routes/transcriptions.py``): ``audio_file_id``, ``language``
+(``auto`` or a code of :mod:`speechlib.languages`), ``num_speakers`` / ``min_speakers`` /
+``max_speakers`` (optional).
+
+The work is :meth:`inference_client.transcription.Transcriber.transcribe` on the worker's one Triton
+client (``ctx.services.inference``). Checkpoints: each finished VAD+ASR chunk is written to the blob
+store as JSON and the diarization's window results (~18 MB per hour) as npz; the job row's
+checkpoint holds only their paths (``{"chunks": [path, ...], "diarization": path | null}``). A
+resumed attempt reads them back, so finished chunks are not sent to Triton again. The decoded audio
+lives in ``<DATA_DIR>/jobs/<job id>/`` (kept across attempts on one machine; removed at the end).
+
+Storing is idempotent per job (``transcriptions.job_id`` is unique): an attempt that finds its
+transcription already stored returns it. The session is ``processing`` while the job runs, then
+``completed``; when the job fails it goes back to ``completed`` if it still has a transcription (a
+failed re-transcription leaves the current one as it was), else ``failed``.
+
+Failures: undecodable audio -> the decoder's code (``not_audio``, ``too_short``, ... not retried);
+bad options -> ``invalid_options``; Triton unreachable -> ``triton_unavailable`` (retried);
+diarization parameters missing -> ``diarization_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path, PurePath
+from typing import Any
+
+from api.crud import transcriptions as tcrud
+from api.jobs.kinds import JobCancelled, JobError, job_kind
+from api.jobs.runner import JobContext, JobServices
+from api.models import AudioFile, RecordingSession, SessionStatus, TranscriptionSource
+
+log = logging.getLogger("api.transcribe")
+
+KIND = "transcribe"
+# Weight of each stage in the job's overall progress (``done`` of ``PROGRESS_TOTAL``); VAD and ASR
+# run chunk by chunk together, diarization alongside them.
+STAGE_WEIGHTS = {"decode": 0.1, "vad": 0.05, "asr": 0.4, "diarization": 0.4, "align": 0.05}
+PROGRESS_TOTAL = 1000
+REPORT_EVERY_S = 0.5
+STT_MODEL = "sensevoice"
+
+
+def job_params(
+    audio_file_id: uuid.UUID,
+    language: str | None,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+) -> dict[str, Any]:
+    """The job's params as the routes submit them (JSON)."""
+    return {
+        "audio_file_id": str(audio_file_id),
+        "language": language or "auto",
+        "num_speakers": num_speakers,
+        "min_speakers": min_speakers,
+        "max_speakers": max_speakers,
+    }
+
+
+def _services(ctx: JobContext) -> JobServices:
+    if ctx.services is None:
+        raise JobError("worker_misconfigured", "this worker has no Triton/blob services", retryable=True)
+    return ctx.services
+
+
+def _checkpoint_dir(session: RecordingSession, job_id: uuid.UUID) -> str:
+    return f"{session.user_id}/{session.id}/jobs/{job_id}"
+
+
+def _set_outcome(services: JobServices, ctx: JobContext, audio_file_id: uuid.UUID, error: str | None) -> None:
+    """After a failure or a cancel: the session back to ``completed`` when it keeps a transcription,
+    else ``failed`` (``cancelled`` for a cancel); the audio file's processing status with the reason."""
+    with services.db.session() as s:
+        session = s.get(RecordingSession, ctx.session_id)
+        audio = s.get(AudioFile, audio_file_id)
+        if session is not None:
+            if tcrud.current_transcription(s, session.id) is not None:
+                session.status = SessionStatus.completed.value
+            elif error is None:
+                session.status = SessionStatus.cancelled.value
+            else:
+                session.status = SessionStatus.failed.value
+        if audio is not None:
+            audio.processing_status = "failed" if error else "cancelled"
+            audio.error_message = error
+
+
+def _result(row: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    speakers = list(dict.fromkeys(seg.get("speaker") for seg in row.segments if seg.get("speaker")))
+    return {
+        "transcription_id": str(row.id),
+        "version": row.version,
+        "language": row.language,
+        "segments": len(row.segments),
+        "speakers": speakers,
+        **(extra or {}),
+    }
+
+
+class _Progress:
+    """Stage fractions -> the job's overall progress, written at most every REPORT_EVERY_S (from the
+    inference loop: the database write runs in a thread). Also checks for a cancel at each write."""
+
+    def __init__(self, ctx: JobContext):
+        self.ctx = ctx
+        self.fractions: dict[str, float] = {}
+        self.last = 0.0
+
+    def done(self) -> int:
+        total = sum(STAGE_WEIGHTS[k] * f for k, f in self.fractions.items() if k in STAGE_WEIGHTS)
+        return min(PROGRESS_TOTAL, int(total * PROGRESS_TOTAL))
+
+    async def __call__(self, p: Any) -> None:
+        previous = self.fractions.get(p.stage, 0.0)
+        self.fractions[p.stage] = max(previous, float(p.fraction))
+        now = time.monotonic()
+        if now - self.last < REPORT_EVERY_S and p.fraction < 1.0:
+            return
+        self.last = now
+        await asyncio.to_thread(self._write, p.stage)
+
+    def _write(self, stage: str) -> None:
+        self.ctx.check()
+        self.ctx.report(self.done(), PROGRESS_TOTAL, stage)
+
+
+def _source_file(services: JobServices, audio: AudioFile, workdir: Path) -> Path:
+    """The uploaded file on this machine: the blob's own file (local store) or a download."""
+    local = services.blobs.local_file(audio.storage_path)
+    if local is not None:
+        return local
+    ext = PurePath(audio.storage_path).suffix or ".bin"
+    target = workdir / f"source{ext}"
+    if target.is_file() and target.stat().st_size == audio.file_size_bytes:
+        return target
+    partial = target.with_name(target.name + ".part")
+    with open(partial, "wb") as f:
+        for chunk in services.blobs.open_chunks(audio.storage_path):
+            f.write(chunk)
+    partial.replace(target)
+    return target
+
+
+def _load_resume(services: JobServices, checkpoint: dict[str, Any] | None) -> list[Any]:
+    from inference_client.transcription import ChunkCheckpoint, DiarizationCheckpoint
+
+    if not checkpoint:
+        return []
+    items: list[Any] = []
+    for path in checkpoint.get("chunks", []):
+        data = b"".join(services.blobs.open_chunks(path))
+        items.append(ChunkCheckpoint.from_dict(json.loads(data)))
+    if checkpoint.get("diarization"):
+        data = b"".join(services.blobs.open_chunks(checkpoint["diarization"]))
+        items.append(DiarizationCheckpoint.from_bytes(data))
+    return items
+
+
+@job_kind(KIND)
+def transcribe(ctx: JobContext) -> dict[str, Any]:
+    from inference_client.audio import AudioDecodeError
+    from inference_client.errors import InferenceError, ModelNotFoundError, TritonUnavailableError
+    from inference_client.transcription import ChunkCheckpoint, TranscriptionOptions
+
+    services = _services(ctx)
+    audio_file_id = uuid.UUID(str(ctx.params["audio_file_id"]))
+    with services.db.session() as s:
+        done = tcrud.by_job(s, ctx.job_id)
+        if done is not None:  # an earlier attempt stored it; only its completion was lost
+            return _result(done, {"already_stored": True})
+        session = s.get(RecordingSession, ctx.session_id) if ctx.session_id else None
+        audio = s.get(AudioFile, audio_file_id)
+        if session is None or audio is None or audio.session_id != session.id:
+            raise JobError("audio_missing", "the session or its audio file was deleted")
+        session.status = SessionStatus.processing.value
+        audio.processing_status = "processing"
+        audio.error_message = None
+        s.flush()
+        s.expunge_all()
+
+    options = TranscriptionOptions(
+        language=ctx.params.get("language") or "auto",
+        num_speakers=ctx.params.get("num_speakers"),
+        min_speakers=ctx.params.get("min_speakers"),
+        max_speakers=ctx.params.get("max_speakers"),
+        vad_chunk_s=services.settings.vad_chunk_seconds,
+    )
+    workdir = services.settings.data_dir / "jobs" / str(ctx.job_id)
+    workdir.mkdir(parents=True, exist_ok=True)
+    prefix = _checkpoint_dir(session, ctx.job_id)
+    saved: dict[str, Any] = {"chunks": [], "diarization": None, **(ctx.checkpoint or {})}
+    progress = _Progress(ctx)
+
+    def save(cp: Any) -> None:  # in a thread: blob write, then the checkpoint row
+        ctx.check()
+        if isinstance(cp, ChunkCheckpoint):
+            path = f"{prefix}/chunk-{cp.index:05d}.json"
+            services.blobs.put(path, [json.dumps(cp.to_dict()).encode()], "application/json")
+            saved["chunks"] = [*saved["chunks"][: cp.index], path]
+            stage = "asr"
+        else:
+            path = f"{prefix}/diarization.npz"
+            services.blobs.put(path, [cp.to_bytes()], "application/octet-stream")
+            saved["diarization"] = path
+            stage = "diarization"
+        ctx.save(dict(saved), progress.done(), PROGRESS_TOTAL, stage)
+
+    async def on_checkpoint(cp: Any) -> None:
+        await asyncio.to_thread(save, cp)
+
+    started = time.perf_counter()
+    error: str | None = None
+    try:
+        try:
+            resume = _load_resume(services, ctx.checkpoint)
+            source = _source_file(services, audio, workdir)
+            result = services.inference.run(
+                lambda t: t.transcribe(
+                    source,
+                    options,
+                    workdir=workdir,
+                    progress=progress,
+                    on_checkpoint=on_checkpoint,
+                    resume=resume,
+                )
+            )
+        except AudioDecodeError as e:
+            raise JobError(e.code, str(e)) from None
+        except TritonUnavailableError as e:
+            raise JobError(
+                "triton_unavailable", f"Triton did not answer ({e.message}); retrying", retryable=True
+            ) from None
+        except ModelNotFoundError as e:
+            raise JobError("model_not_found", f"Triton does not serve a model this job needs: {e}") from None
+        except InferenceError as e:
+            raise JobError("inference_failed", f"a Triton request failed: {e}", retryable=True) from None
+        except FileNotFoundError as e:
+            raise JobError("diarization_unavailable", f"{e} (set DIARIZATION_PARAMS_DIR)") from None
+        except ValueError as e:
+            raise JobError("invalid_options", str(e)) from None
+    except JobError as e:
+        if not e.retryable or ctx.attempt >= ctx.max_attempts:
+            error = f"{e.code}: {e.message}"
+            _set_outcome(services, ctx, audio_file_id, error)
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    except JobCancelled:
+        _set_outcome(services, ctx, audio_file_id, None)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+    ctx.check()
+    ctx.report(PROGRESS_TOTAL - 1, PROGRESS_TOTAL, "storing")
+    elapsed_ms = int((time.perf_counter() - started) * 1000)
+
+    def store(s: Any) -> Any:
+        session = s.get(RecordingSession, ctx.session_id)
+        audio = s.get(AudioFile, audio_file_id)
+        if session is None or audio is None:
+            raise JobError("audio_missing", "the session or its audio file was deleted")
+        row = tcrud.save_transcription(
+            s,
+            session=session,
+            transcript=result.transcript,
+            source=TranscriptionSource.batch.value,
+            job_id=ctx.job_id,
+            audio_file_id=audio_file_id,
+            processing_time_ms=elapsed_ms,
+            stt_model=STT_MODEL,
+        )
+        session.status = SessionStatus.completed.value
+        if result.transcript.duration is not None:
+            session.duration_seconds = result.transcript.duration
+            if audio.duration_seconds is None:
+                audio.duration_seconds = round(result.transcript.duration, 3)
+        audio.processing_status = "completed"
+        audio.error_message = None
+        return _result(row)
+
+    out = tcrud.store_retrying(services.db, store)
+    # the partial results are in the transcription now
+    try:
+        services.blobs.delete([p for p in [*saved["chunks"], saved["diarization"]] if p])
+    except Exception:
+        log.warning("job %s: removing its checkpoint blobs failed", ctx.job_id, exc_info=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        **out,
+        "duration_seconds": result.transcript.duration,
+        "chunks": result.chunks,
+        "resumed_chunks": result.resumed_chunks,
+        "diarization_resumed": result.diarization_resumed,
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+    }
