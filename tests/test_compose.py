@@ -122,6 +122,21 @@ def test_only_the_api_is_public(compose):
         assert services[name]["environment"]["TRITON_GRPC_URL"] == grpc
 
 
+def test_worker_reads_the_diarization_parameters_from_a_read_only_mount(compose):
+    """A worker has no model_repository/ checkout: the build's parameter folder is mounted and
+    DIARIZATION_PARAMS_DIR points at it (api/core/config.py)."""
+    for name in ("worker", "api"):
+        svc = compose["services"][name]
+        target = svc["environment"]["DIARIZATION_PARAMS_DIR"]
+        mounts = [v for v in svc["volumes"] if isinstance(v, str)]
+        assert f"./model_repository/speaker_embedding/1:{target}:ro" in mounts, (name, mounts)
+    # the mounted folder is the one a checkout reads by default (where `make models` installs them)
+    from api.core.config import Settings
+
+    default = Settings(_env_file=None, diarization_params_dir="").resolved_diarization_params_dir
+    assert default == ROOT / "model_repository" / "speaker_embedding" / "1"
+
+
 def test_agent_gets_no_database_or_redis(compose):
     """The agent reaches data only through the api (docs/architecture.md)."""
     agent = compose["services"]["agent"]
