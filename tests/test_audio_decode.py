@@ -192,8 +192,8 @@ def test_not_audio_is_refused(tmp_path):
         assert str(err.value), name
 
 
-def test_video_without_audio_is_refused(tmp_path):
-    path = tmp_path / "silent-film.mp4"
+def video_only(path: Path) -> Path:
+    """One second of MPEG-4 video in ``path``, no audio stream."""
     with av.open(str(path), "w") as out:
         v = out.add_stream("mpeg4", rate=10)
         v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
@@ -202,6 +202,11 @@ def test_video_without_audio_is_refused(tmp_path):
             img.pts = k
             out.mux(v.encode(img))
         out.mux(v.encode(None))
+    return path
+
+
+def test_video_without_audio_is_refused(tmp_path):
+    path = video_only(tmp_path / "silent-film.mp4")
     with pytest.raises(AudioDecodeError, match="no audio stream"):
         probe_audio(path)
     with pytest.raises(AudioDecodeError, match="no audio stream"):

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
 import logging
 import math
 import mimetypes
+import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePath
-from typing import BinaryIO
+from pathlib import Path, PurePath
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.blobstore import BlobStore, blob_path
 from api.models import AudioFile, RecordingSession
+from inference_client.audio import AudioDecodeError, check_audio
 
 log = logging.getLogger("api.audio")
 
@@ -42,8 +44,19 @@ class AudioRejected(ValueError):
         self.status_code = status_code
 
 
-PROBE_HEAD_BYTES = 256 * 1024
-MAX_DURATION_SECONDS = 9_999_999.0  # the column is NUMERIC(10, 3); a forged header may claim more
+# inference_client.audio.AudioDecodeError.code -> the upload's answer (docs/bad-input.md): 415 for
+# what is not audio at all, 422 for a file that is audio but cannot be transcribed.
+REJECTION_STATUS = {
+    "empty_file": 415,
+    "not_audio": 415,
+    "no_audio_stream": 415,
+    "corrupt_audio": 422,
+    "no_samples": 422,
+    "too_short": 422,
+    "non_finite_samples": 422,
+}
+
+MAX_DURATION_SECONDS = 9_999_999.0  # the column is NUMERIC(10, 3)
 _UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,40}/[A-Za-z0-9!#$&^_.+-]{1,59}$")
 
@@ -52,36 +65,49 @@ def _plausible(duration: float | None) -> bool:
     return duration is not None and math.isfinite(duration) and 0 <= duration <= MAX_DURATION_SECONDS
 
 
-def probe(src: BinaryIO) -> AudioInfo:
-    """Duration, rate and channels from the container header (libsndfile: WAV, FLAC, OGG, MP3...).
-    Unknown formats (e.g. WebM/Opus from browsers) give an empty AudioInfo; nothing here decodes
-    audio (the transcription job will)."""
+def probe(path: str | Path, ext: str = "") -> AudioInfo:
+    """What an upload is, from the file itself (inference_client.audio.check_audio, PyAV: every
+    container FFmpeg reads): duration measured on its packets (not its header's claim), rate,
+    channels, and the container's name (``ext`` when it is one of FFmpeg's names for the container,
+    e.g. "m4a" for "mov,mp4,m4a,3gp,3g2,mj2"). Raises :class:`AudioRejected` for what is not
+    transcribable audio (the reason and a stable code in it)."""
     try:
-        import soundfile
+        info = check_audio(path)
+    except AudioDecodeError as e:
+        # "code: reason", as a failed job's error reads (the route answers the message)
+        raise AudioRejected(e.code, f"{e.code}: {e}", REJECTION_STATUS.get(e.code, 422)) from None
+    names = info.format.split(",")
+    fmt = ext.lower() if ext.lower() in names else names[0]
+    return AudioInfo(
+        round(info.duration_s, 3) if _plausible(info.duration_s) else None,
+        info.sample_rate or None,
+        info.channels or None,
+        fmt[:32],
+    )
 
-        src.seek(0)
-        info = soundfile.info(src)
-        duration = info.frames / info.samplerate if info.samplerate else None
-        return AudioInfo(duration, int(info.samplerate), int(info.channels), str(info.format).lower())
-    except Exception:
-        return AudioInfo()
-    finally:
-        src.seek(0)
 
-
-def _keeping_head(chunks: Iterable[bytes], head: bytearray) -> Iterator[bytes]:
+def _copying(chunks: Iterable[bytes], out) -> Iterator[bytes]:
     for chunk in chunks:
-        if len(head) < PROBE_HEAD_BYTES:
-            head += chunk[: PROBE_HEAD_BYTES - len(head)]
+        out.write(chunk)
         yield chunk
+    out.flush()  # all of it is on disk before the probe reads it
 
 
-def _probe_stored(blobs: BlobStore, path: str, head: bytes) -> AudioInfo:
+@contextlib.contextmanager
+def _probe_copy(blobs: BlobStore, path: str, chunks: Iterable[bytes]):
+    """``(chunks to store, the file to probe once stored)``: the stored file itself when the store
+    keeps one here (local), else a temporary copy written as the bytes stream to the store (a remote
+    store: no second download, and the probe sees the whole file, not only its head)."""
     local = blobs.local_file(path)
     if local is not None:
-        with open(local, "rb") as f:
-            return probe(f)
-    return probe(io.BytesIO(head))  # remote store: the header is in the first bytes
+        yield chunks, local
+        return
+    fd, tmp = tempfile.mkstemp(prefix="intrascribe-upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield _copying(chunks, out), Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def store_audio(
@@ -93,8 +119,10 @@ def store_audio(
     content_type: str | None,
     max_bytes: int | None = None,
 ) -> AudioFile:
-    """Stream the bytes into the blob store (BlobTooLarge past ``max_bytes``: nothing stored), then
-    write its row (caller commits). If the row fails, the blob is removed."""
+    """Stream the bytes into the blob store (BlobTooLarge past ``max_bytes``: nothing stored), check
+    them (:func:`probe`; :class:`AudioRejected` for what is not transcribable audio: the blob is
+    deleted first, nothing is kept), then write its row (caller commits). If the row fails, the blob
+    is removed."""
     file_id = uuid.uuid4()
     # what the client said is stored and shown back: keep it storable and within the columns
     filename = _UNSTORABLE.sub("", filename)[:500] if filename else None
@@ -106,9 +134,13 @@ def store_audio(
     )
     mime = content_type or mimetypes.guess_type(filename or "")[0] or "application/octet-stream"
     path = blob_path(session.user_id, session.id, file_id, ext)
-    head = bytearray()
-    stored = blobs.put(path, _keeping_head(chunks, head), mime, max_bytes=max_bytes)
-    info = _probe_stored(blobs, stored.path, bytes(head))
+    with _probe_copy(blobs, path, chunks) as (stream, copy):
+        stored = blobs.put(path, stream, mime, max_bytes=max_bytes)
+        try:
+            info = probe(copy, ext)
+        except BaseException:
+            blobs.delete([stored.path])
+            raise
     row = AudioFile(
         id=file_id,
         session_id=session.id,
@@ -119,10 +151,10 @@ def store_audio(
         storage_path=stored.path,
         file_size_bytes=stored.size,
         file_hash=stored.sha256,
-        duration_seconds=round(info.duration_seconds, 3) if _plausible(info.duration_seconds) else None,
+        duration_seconds=info.duration_seconds,
         sample_rate=info.sample_rate,
         channels=info.channels,
-        format=info.format or ext.lower(),
+        format=info.format,
         mime_type=mime,
         upload_status="completed",
         processing_status="pending",

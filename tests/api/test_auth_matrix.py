@@ -21,6 +21,7 @@ from api.jobs.store import JobStore
 from api.main import create_app
 from api.routes.ops import app_routes
 from tests.api.conftest import JWT_SECRET, make_settings, register
+from tests.api.test_sessions import wav_bytes
 
 OPERATOR_TOKEN = "operator-token-for-tests"
 EXPECTED_PUBLIC = {
@@ -55,7 +56,7 @@ def world(tmp_path_factory):
         session = client.post("/api/v1/sessions/", json={}, headers=a["headers"]).json()
         audio = client.post(
             f"/api/v1/sessions/{session['id']}/audio_files",
-            files={"audio_file": ("a.wav", b"RIFF....WAVE", "audio/wav")},
+            files={"audio_file": ("a.wav", wav_bytes(0.2), "audio/wav")},
             headers=a["headers"],
         ).json()
         with ctx.db.session() as s:

@@ -20,6 +20,7 @@ from api.core.config import Settings
 from api.db.session import Database
 from api.main import create_app
 from tests.api.conftest import JWT_SECRET, LoopbackServer, make_settings, register
+from tests.api.test_sessions import wav_bytes
 
 S = "/api/v1/sessions/"
 
@@ -249,14 +250,13 @@ def test_upload_over_limit_or_wrong_scope_is_refused_before_disk(tmp_path, sqlit
         )
         assert status == 413
         assert _blob_files(settings) == []
-        ok = c.post(
-            url, files={"audio_file": ("a.wav", b"RIFF" + b"\0" * 100, "text/html")}, headers=user["headers"]
-        )
+        audio = wav_bytes(0.2)
+        ok = c.post(url, files={"audio_file": ("a.wav", audio, "text/html")}, headers=user["headers"])
         assert ok.status_code == 201, ok.text
         download = c.get(f"/api/v1/audio-files/{ok.json()['id']}/download", headers=user["headers"])
         assert download.headers["content-type"] == "application/octet-stream"
         assert download.headers["x-content-type-options"] == "nosniff"
-        assert download.content == b"RIFF" + b"\0" * 100
+        assert download.content == audio
 
 
 # ------------------------------------------------------------------------- brute force

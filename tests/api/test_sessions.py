@@ -173,13 +173,14 @@ def test_upload_audio_records_metadata(api):
         .json()["url"]
         .endswith("/download")
     )
-    # not audio libsndfile knows: stored anyway, metadata unknown
+    # not audio: refused, nothing kept (every case: tests/api/test_bad_audio.py)
     r = client.post(
         f"{S}{sid}/audio_files",
         files={"audio_file": ("x.webm", b"\x1aE\xdf\xa3junk", "audio/webm")},
         headers=a["headers"],
     )
-    assert r.status_code == 201 and r.json()["duration_seconds"] is None and r.json()["format"] == "webm"
+    assert r.status_code == 415 and r.json()["detail"].startswith("not_audio: "), r.text
+    assert client.get(f"{S}{sid}/audio_files", headers=a["headers"]).json() == [f]
 
 
 def test_delete_session_removes_everything(api):

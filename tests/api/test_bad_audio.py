@@ -1,0 +1,280 @@
+"""Bad input at upload: every row of docs/bad-input.md's table, uploaded through the api.
+
+The expected outcomes are read from the table (so the table stays true): each row's file is made here
+(PyAV / soundfile, nothing committed), uploaded as multipart, and the answer's status and code, the
+recorded duration, and — for a refused file — that no blob and no row was kept are asserted. On the
+local blob store for every row; on Supabase Storage (a loopback fake at the network boundary, where
+the probe reads a temporary copy) for a few.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from tests.api.conftest import make_settings, register
+from tests.api.fakes import FakeStorage, serve
+from tests.test_audio_decode import encode, tone, video_only, zeroed_m4a
+
+DOC = Path(__file__).parents[2] / "docs" / "bad-input.md"
+S = "/api/v1/sessions/"
+LIMIT = 8 * 1024 * 1024  # MAX_UPLOAD_BYTES in these tests
+SERVICE_KEY = "service-role-key-for-bad-audio"
+PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+TEXT = ("meeting notes, not audio\n" * 200).encode()
+
+
+# -- the table ---------------------------------------------------------------------------------------
+
+
+def table() -> dict[str, dict[str, str]]:
+    """docs/bad-input.md's table: id -> {column: cell}."""
+    lines = [line for line in DOC.read_text().splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert len(cells) == len(header), line
+        row = dict(zip(header, cells, strict=True))
+        rows[row["id"].strip("`")] = row
+    return rows
+
+
+ROWS = table()
+
+
+def expected_upload(cell: str) -> tuple[int, str | None]:
+    """'201' -> (201, None); '415 `not_audio`' -> (415, 'not_audio')."""
+    m = re.fullmatch(r"(\d{3})(?: `(\w+)`)?", cell)
+    assert m, f"upload cell {cell!r} is not 'STATUS' or 'STATUS `code`'"
+    return int(m.group(1)), m.group(2)
+
+
+# -- the files: one maker per row ----------------------------------------------------------------------
+
+
+def wav(path: Path, x: np.ndarray, rate: int, subtype: str) -> Path:
+    sf.write(str(path), x.T if x.ndim == 2 else x, rate, subtype=subtype)
+    return path
+
+
+def cut(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def cut_in_half(path: Path) -> Path:
+    return cut(path, path.stat().st_size // 2)
+
+
+def with_bad_sample(value: float) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        x = tone(16000)[0]
+        x[8000] = value
+        return wav(d / "meeting.wav", x, 16000, "FLOAT")
+
+    return make
+
+
+def streamed_header(d: Path) -> Path:
+    path = wav(d / "meeting.wav", tone(16000, seconds=1.5)[0], 16000, "PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[36:40] == b"data"
+    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def late_nan(d: Path) -> Path:
+    x = np.full(8000 * 120, 0.01, np.float32)
+    x[8000 * 90] = math.nan
+    return wav(d / "meeting.wav", x, 8000, "FLOAT")
+
+
+def written(name: str, data: bytes) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        (d / name).write_bytes(data)
+        return d / name
+
+    return make
+
+
+def renamed(make: Callable[[Path], Path], name: str) -> Callable[[Path], Path]:
+    return lambda d: make(d).rename(d / name)
+
+
+def mp3(d: Path) -> Path:
+    return encode(d / "meeting.mp3", "libmp3lame", 44100, tone(44100, channels=2))
+
+
+FILES: dict[str, Callable[[Path], Path]] = {
+    "wav-8k-stereo": lambda d: wav(d / "meeting.wav", tone(8000, channels=2), 8000, "PCM_16"),
+    "wav-96k-float": lambda d: wav(d / "meeting.wav", tone(96000), 96000, "FLOAT"),
+    "wav-16k": lambda d: wav(d / "meeting.wav", tone(16000), 16000, "PCM_16"),
+    "mp3": mp3,
+    "m4a": lambda d: encode(d / "meeting.m4a", "aac", 48000, tone(48000, channels=2)),
+    "ogg-opus": lambda d: encode(d / "meeting.ogg", "libopus", 48000, tone(48000)),
+    "webm-opus": lambda d: encode(d / "meeting.webm", "libopus", 48000, tone(48000)),
+    "flac": lambda d: encode(d / "meeting.flac", "flac", 22050, tone(22050)),
+    "mp4-video": lambda d: encode(d / "meeting.mp4", "aac", 44100, tone(44100), video=True),
+    "mkv-video": lambda d: encode(d / "meeting.mkv", "libopus", 48000, tone(48000), video=True),
+    "mp3-as-wav": renamed(mp3, "meeting.wav"),
+    "clip-150ms": lambda d: encode(d / "blip.ogg", "libopus", 48000, tone(48000, seconds=0.15)),
+    "silence": lambda d: encode(d / "silence.flac", "flac", 16000, np.zeros((1, 16000 * 180), np.float32)),
+    "empty": written("meeting.wav", b""),
+    "pdf": written("report.pdf", PDF),
+    "pdf-as-wav": written("meeting.wav", PDF),
+    "text-as-mp3": written("notes.mp3", TEXT),
+    "text": written("notes.txt", TEXT),
+    "random-as-m4a": written("meeting.m4a", np.random.default_rng(0).bytes(50_000)),
+    "video-only": lambda d: video_only(d / "film.mp4"),
+    "wav-header-only": lambda d: wav(d / "meeting.wav", np.zeros(0, np.float32), 16000, "PCM_16"),
+    "mp3-cut": lambda d: cut_in_half(
+        encode(d / "meeting.mp3", "libmp3lame", 44100, tone(44100, seconds=4.0))
+    ),
+    "wav-cut": lambda d: cut(
+        wav(d / "meeting.wav", tone(16000, seconds=3.0)[0], 16000, "PCM_16"), 44 + 32000
+    ),
+    "wav-streamed-header": streamed_header,
+    "m4a-cut": lambda d: cut_in_half(encode(d / "meeting.m4a", "aac", 48000, tone(48000, seconds=4.0))),
+    "m4a-zeroed": lambda d: zeroed_m4a(d / "meeting.m4a"),
+    "nan": with_bad_sample(math.nan),
+    "inf": with_bad_sample(math.inf),
+    "nan-late": late_nan,
+    "clip-50ms": lambda d: wav(d / "blip.wav", tone(16000, seconds=0.05)[0], 16000, "PCM_16"),
+    "over-limit": lambda d: wav(d / "meeting.wav", np.zeros(LIMIT // 2 + 16000, np.int16), 16000, "PCM_16"),
+}
+MULTIPART_ROWS = {"bad-multipart"}  # not a file: a broken request body, made in the test
+
+
+def test_every_row_of_the_table_has_a_file_and_every_file_a_row():
+    assert set(ROWS) == set(FILES) | MULTIPART_ROWS
+
+
+# -- the uploads -----------------------------------------------------------------------------------
+
+
+def blob_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """One app on the local blob store and SQLite for the whole table (the rows are independent:
+    each uploads into its own session)."""
+    tmp = tmp_path_factory.mktemp("bad-audio")
+    from api.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp}/api.db"
+    upgrade(url)
+    settings = make_settings(tmp, database_url=url, max_upload_bytes=LIMIT)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client, register(client), settings
+
+
+def upload(client: TestClient, user: dict, path: Path, content_type: str = "application/octet-stream"):
+    sid = client.post(S, json={}, headers=user["headers"]).json()["id"]
+    with open(path, "rb") as f:
+        r = client.post(
+            f"{S}{sid}/audio_files",
+            files={"audio_file": (path.name, f, content_type)},
+            headers=user["headers"],
+        )
+    return sid, r
+
+
+def assert_outcome(
+    client, user, row: dict[str, str], sid: str, r, blobs_before: list[Path], blobs_now: list[Path]
+):
+    status, code = expected_upload(row["upload"])
+    assert r.status_code == status, (row["id"], r.status_code, r.text)
+    listed = client.get(f"{S}{sid}/audio_files", headers=user["headers"]).json()
+    if status == 201:
+        f = r.json()
+        assert listed == [f]
+        assert f["duration_seconds"] == pytest.approx(float(row["duration recorded (s)"]), abs=0.05), f
+        assert f["sample_rate"] and f["channels"] and f["format"]
+        assert len(blobs_now) == len(blobs_before) + 1
+        return f
+    assert listed == [] and blobs_now == blobs_before, "a refused upload left something behind"
+    assert row["duration recorded (s)"] == "—"
+    body = r.json()
+    assert isinstance(body, dict) and body.get("detail"), body
+    if code is not None:  # the stable code reaches the client, then the reason
+        assert isinstance(body["detail"], str) and body["detail"].startswith(f"{code}: "), body
+    assert "/tmp" not in r.text and "Traceback" not in r.text
+    return None
+
+
+@pytest.mark.parametrize("case", sorted(FILES))
+def test_upload_outcome_is_the_tables(api, tmp_path, case):
+    client, user, settings = api
+    path = FILES[case](tmp_path)
+    root = settings.data_dir / "blobs"
+    before = blob_files(root)
+    sid, r = upload(client, user, path)
+    f = assert_outcome(client, user, ROWS[case], sid, r, before, blob_files(root))
+    if case == "mp3-as-wav":
+        assert f["format"] == "mp3" and f["original_filename"] == "meeting.wav"
+    if case in ("m4a", "webm-opus"):  # the two libsndfile could not describe
+        assert (f["format"], f["sample_rate"]) == (case.split("-")[0], 48000)
+
+
+def test_a_malformed_multipart_body_is_422(api):
+    client, user, settings = api
+    assert expected_upload(ROWS["bad-multipart"]["upload"]) == (422, None)
+    root = settings.data_dir / "blobs"
+    before = blob_files(root)
+    sid = client.post(S, json={}, headers=user["headers"]).json()["id"]
+    url = f"{S}{sid}/audio_files"
+    not_multipart = client.post(
+        url, content=b"RIFF....", headers={**user["headers"], "Content-Type": "audio/wav"}
+    )
+    no_file_part = client.post(
+        url, data={"title": "x"}, files={"other": ("a.wav", b"x")}, headers=user["headers"]
+    )
+    broken = client.post(
+        url,
+        content=b'--zz\r\nContent-Disposition: form-data; name="audio_file"; filename="a.wav"\r\n\r\nRIFF',
+        headers={**user["headers"], "Content-Type": "multipart/form-data; boundary=zz"},
+    )
+    for r in (not_multipart, no_file_part):
+        assert r.status_code == 422, r.text
+    # a body cut before its closing boundary: the part so far is the file, judged as audio
+    assert broken.status_code == 415 and broken.json()["detail"].startswith("not_audio: "), broken.text
+    assert client.get(f"{S}{sid}/audio_files", headers=user["headers"]).json() == []
+    assert blob_files(root) == before
+
+
+# -- a remote blob store: the probe reads a temporary copy of the whole file ------------------------
+
+
+@pytest.mark.parametrize("case", ["m4a", "webm-opus", "mp3-cut", "pdf-as-wav", "empty", "nan", "clip-50ms"])
+def test_on_supabase_storage_the_same_outcomes_and_nothing_kept(tmp_path, sqlite_url, case):
+    fake = FakeStorage(SERVICE_KEY)
+    with serve(fake) as url:
+        settings = make_settings(
+            tmp_path,
+            database_url=sqlite_url,
+            blob_backend="supabase",
+            supabase_url=url,
+            supabase_service_role_key=SERVICE_KEY,
+            max_upload_bytes=LIMIT,
+        )
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            user = register(client)
+            path = FILES[case](tmp_path)
+            before = sorted(fake.objects)
+            sid, r = upload(client, user, path)
+            now = sorted(fake.objects)
+            f = assert_outcome(client, user, ROWS[case], sid, r, before, now)
+            if f is not None:
+                assert fake.objects[("audio-recordings", f["storage_path"])][0] == path.read_bytes()
