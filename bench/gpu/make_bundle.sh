@@ -41,6 +41,11 @@ esac
 "${PIP[@]}" download -q --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --python-version "$PYVER" --implementation cp -d "$OUT" "numpy==$NUMPY_VERSION"
 WHEEL="$(ls "$DL"/nvidia_pytriton-"$PYTRITON_VERSION"-*.whl | head -1)"
+# kaldi-native-fbank for our `vad` model in transcription_gpu_check.py (installed into the stub's venv)
+KNF_VERSION="$(sed -n 's/^kaldi-native-fbank==//p' "$REPO/requirements/serve.txt")"
+"${PIP[@]}" download -q --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --python-version "$PYVER" --implementation cp -d "$OUT" \
+  "kaldi-native-fbank==$KNF_VERSION"
 
 # 2. the server tree: the wheel's layout (RPATHs are relative), one stub, copied where the Python
 #    backend looks for it (backends/python/), without the bundled libpython 3.13 (other stubs only)
@@ -76,5 +81,11 @@ PY
 tar -C "$STAGE" -cf - tritonserver | xz -T0 -9 >"$OUT/tritonserver-py$PYVER.tar.xz.tmp"
 mv "$OUT/tritonserver-py$PYVER.tar.xz.tmp" "$OUT/tritonserver-py$PYVER.tar.xz"
 
+# 3. transcription_gpu_check.py's speech (120 s, made with espeak-ng here), the fsmn-VAD export and the
+#    full-size dev pipeline parameters (PLDA): ~6 MB; needs .envs/serve and the build cache
+if [ -x "$REPO/.envs/serve/bin/python" ]; then
+  (cd "$REPO" && .envs/serve/bin/python bench/gpu/transcription_gpu_check.py --write-bundle "$OUT")
+fi
+
 ls -la "$OUT/tritonserver-py$PYVER.tar.xz" "$OUT"/numpy-"$NUMPY_VERSION"-"$CPTAG"-*.whl
-du -ch "$OUT/tritonserver-py$PYVER.tar.xz" "$OUT"/numpy-"$NUMPY_VERSION"-"$CPTAG"-*.whl | tail -1
+du -ch "$OUT/tritonserver-py$PYVER.tar.xz" "$OUT"/*.whl "$OUT"/*.wav "$OUT"/fsmn_vad "$OUT"/pyannote_params 2>/dev/null | tail -1
