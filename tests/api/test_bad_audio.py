@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from api.main import create_app
+from api.models import AudioFile, Job, RecordingSession
 from tests.api.conftest import make_settings, register
 from tests.api.fakes import FakeStorage, serve
 from tests.test_audio_decode import encode, tone, video_only, zeroed_m4a
@@ -161,50 +163,80 @@ def test_every_row_of_the_table_has_a_file_and_every_file_a_row():
 
 # -- the uploads -----------------------------------------------------------------------------------
 
+ROUTES = ["session", "batch"]  # POST /api/v1/sessions/{id}/audio_files, POST /api/v1/transcriptions/batch
+BATCH = "/api/v1/transcriptions/batch"
+
 
 def blob_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file()]
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """One app on the local blob store and SQLite for the whole table (the rows are independent:
-    each uploads into its own session)."""
+    each uploads into its own session; accepted batch jobs stay queued, no worker runs here)."""
     tmp = tmp_path_factory.mktemp("bad-audio")
     from api.db.migrate import upgrade
 
     url = f"sqlite:///{tmp}/api.db"
     upgrade(url)
-    settings = make_settings(tmp, database_url=url, max_upload_bytes=LIMIT)
+    settings = make_settings(tmp, database_url=url, max_upload_bytes=LIMIT, max_active_jobs_per_user=1000)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client, register(client), settings
+        yield client, register(client), lambda: blob_files(settings.data_dir / "blobs")
 
 
-def upload(client: TestClient, user: dict, path: Path, content_type: str = "application/octet-stream"):
+def target(client: TestClient, user: dict, route: str) -> tuple[str, str | None]:
+    """(the url to post to, the session's id: a new session for the session route, None for batch)."""
+    if route == "batch":
+        return BATCH, None
     sid = client.post(S, json={}, headers=user["headers"]).json()["id"]
+    return f"{S}{sid}/audio_files", sid
+
+
+def snapshot(client: TestClient, blobs: Callable[[], list]) -> dict:
+    """Everything an upload may leave: blobs, sessions, audio files, jobs."""
+    with client.app.state.ctx.db.session() as s:
+        rows = {
+            m.__tablename__: s.scalar(select(func.count()).select_from(m))
+            for m in (RecordingSession, AudioFile, Job)
+        }
+    return {"blobs": blobs(), **rows}
+
+
+def upload(client, user, path: Path, route: str, blobs: Callable[[], list]):
+    url, sid = target(client, user, route)
+    before = snapshot(client, blobs)
     with open(path, "rb") as f:
-        r = client.post(
-            f"{S}{sid}/audio_files",
-            files={"audio_file": (path.name, f, content_type)},
-            headers=user["headers"],
-        )
-    return sid, r
+        files = {"audio_file": (path.name, f, "application/octet-stream")}
+        r = client.post(url, files=files, headers=user["headers"])
+    if route == "batch" and r.status_code == 202:
+        sid = r.json()["session_id"]
+    return sid, r, before, snapshot(client, blobs)
 
 
-def assert_outcome(
-    client, user, row: dict[str, str], sid: str, r, blobs_before: list[Path], blobs_now: list[Path]
-):
+def assert_outcome(client, user, row: dict[str, str], route: str, sid, r, before: dict, now: dict):
     status, code = expected_upload(row["upload"])
-    assert r.status_code == status, (row["id"], r.status_code, r.text)
-    listed = client.get(f"{S}{sid}/audio_files", headers=user["headers"]).json()
+    accepted = 202 if route == "batch" else 201  # the batch route answers 202 with the job's id
+    assert r.status_code == (accepted if status == 201 else status), (row["id"], r.status_code, r.text)
     if status == 201:
-        f = r.json()
-        assert listed == [f]
+        listed = client.get(f"{S}{sid}/audio_files", headers=user["headers"]).json()
+        assert len(listed) == 1
+        f = listed[0]
+        if route == "session":
+            assert r.json() == f
         assert f["duration_seconds"] == pytest.approx(float(row["duration recorded (s)"]), abs=0.05), f
         assert f["sample_rate"] and f["channels"] and f["format"]
-        assert len(blobs_now) == len(blobs_before) + 1
+        added = {k: now[k] - before[k] for k in ("recording_sessions", "audio_files", "jobs")}
+        assert added == {
+            "recording_sessions": int(route == "batch"),
+            "audio_files": 1,
+            "jobs": int(route == "batch"),
+        }
+        assert len(now["blobs"]) == len(before["blobs"]) + 1
         return f
-    assert listed == [] and blobs_now == blobs_before, "a refused upload left something behind"
+    assert now == before, "a refused upload left something behind"
+    if sid is not None:
+        assert client.get(f"{S}{sid}/audio_files", headers=user["headers"]).json() == []
     assert row["duration recorded (s)"] == "—"
     body = r.json()
     assert isinstance(body, dict) and body.get("detail"), body
@@ -214,27 +246,24 @@ def assert_outcome(
     return None
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("case", sorted(FILES))
-def test_upload_outcome_is_the_tables(api, tmp_path, case):
-    client, user, settings = api
+def test_upload_outcome_is_the_tables(api, tmp_path, case, route):
+    client, user, blobs = api
     path = FILES[case](tmp_path)
-    root = settings.data_dir / "blobs"
-    before = blob_files(root)
-    sid, r = upload(client, user, path)
-    f = assert_outcome(client, user, ROWS[case], sid, r, before, blob_files(root))
+    f = assert_outcome(client, user, ROWS[case], route, *upload(client, user, path, route, blobs))
     if case == "mp3-as-wav":
         assert f["format"] == "mp3" and f["original_filename"] == "meeting.wav"
     if case in ("m4a", "webm-opus"):  # the two libsndfile could not describe
         assert (f["format"], f["sample_rate"]) == (case.split("-")[0], 48000)
 
 
-def test_a_malformed_multipart_body_is_422(api):
-    client, user, settings = api
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_malformed_multipart_body_is_422(api, route):
+    client, user, blobs = api
     assert expected_upload(ROWS["bad-multipart"]["upload"]) == (422, None)
-    root = settings.data_dir / "blobs"
-    before = blob_files(root)
-    sid = client.post(S, json={}, headers=user["headers"]).json()["id"]
-    url = f"{S}{sid}/audio_files"
+    url, sid = target(client, user, route)
+    before = snapshot(client, blobs)
     not_multipart = client.post(
         url, content=b"RIFF....", headers={**user["headers"], "Content-Type": "audio/wav"}
     )
@@ -250,31 +279,41 @@ def test_a_malformed_multipart_body_is_422(api):
         assert r.status_code == 422, r.text
     # a body cut before its closing boundary: the part so far is the file, judged as audio
     assert broken.status_code == 415 and broken.json()["detail"].startswith("not_audio: "), broken.text
-    assert client.get(f"{S}{sid}/audio_files", headers=user["headers"]).json() == []
-    assert blob_files(root) == before
+    assert snapshot(client, blobs) == before
 
 
 # -- a remote blob store: the probe reads a temporary copy of the whole file ------------------------
 
 
-@pytest.mark.parametrize("case", ["m4a", "webm-opus", "mp3-cut", "pdf-as-wav", "empty", "nan", "clip-50ms"])
-def test_on_supabase_storage_the_same_outcomes_and_nothing_kept(tmp_path, sqlite_url, case):
+@pytest.fixture(scope="module")
+def supabase_api(tmp_path_factory):
+    """One app on Supabase Storage (a loopback fake of its REST API) for the rows below."""
+    tmp = tmp_path_factory.mktemp("bad-audio-supabase")
+    from api.db.migrate import upgrade
+
+    db_url = f"sqlite:///{tmp}/api.db"
+    upgrade(db_url)
     fake = FakeStorage(SERVICE_KEY)
     with serve(fake) as url:
         settings = make_settings(
-            tmp_path,
-            database_url=sqlite_url,
+            tmp,
+            database_url=db_url,
             blob_backend="supabase",
             supabase_url=url,
             supabase_service_role_key=SERVICE_KEY,
             max_upload_bytes=LIMIT,
+            max_active_jobs_per_user=1000,
         )
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            user = register(client)
-            path = FILES[case](tmp_path)
-            before = sorted(fake.objects)
-            sid, r = upload(client, user, path)
-            now = sorted(fake.objects)
-            f = assert_outcome(client, user, ROWS[case], sid, r, before, now)
-            if f is not None:
-                assert fake.objects[("audio-recordings", f["storage_path"])][0] == path.read_bytes()
+            yield client, register(client), fake
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("case", ["m4a", "webm-opus", "mp3-cut", "pdf-as-wav", "empty", "nan", "clip-50ms"])
+def test_on_supabase_storage_the_same_outcomes_and_nothing_kept(supabase_api, tmp_path, case, route):
+    client, user, fake = supabase_api
+    path = FILES[case](tmp_path)
+    outcome = upload(client, user, path, route, lambda: sorted(fake.objects))
+    f = assert_outcome(client, user, ROWS[case], route, *outcome)
+    if f is not None:
+        assert fake.objects[("audio-recordings", f["storage_path"])][0] == path.read_bytes()
