@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from api.main import create_app
 from api.models import AudioFile, Job, RecordingSession
+from inference_client.audio import AudioDecodeError, decode_to_file, probe_audio
 from tests.api.conftest import make_settings, register
 from tests.api.fakes import FakeStorage, serve
 from tests.test_audio_decode import encode, tone, video_only, zeroed_m4a
@@ -317,3 +318,32 @@ def test_on_supabase_storage_the_same_outcomes_and_nothing_kept(supabase_api, tm
     f = assert_outcome(client, user, ROWS[case], route, *outcome)
     if f is not None:
         assert fake.objects[("audio-recordings", f["storage_path"])][0] == path.read_bytes()
+
+
+# -- the job column: what the transcription job's decode makes of what the upload accepted --------
+
+
+def expected_job(cell: str) -> str | None:
+    """'completed…' -> None; 'failed `code`' -> 'code'."""
+    m = re.fullmatch(r"completed.*|failed `(\w+)`", cell)
+    assert m, f"job cell {cell!r} is neither 'completed…' nor 'failed `code`'"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("case", sorted(c for c in FILES if expected_upload(ROWS[c]["upload"])[0] == 201))
+def test_the_jobs_decode_of_an_accepted_upload_is_the_tables(tmp_path, case):
+    """The job decodes with inference_client.audio.decode_to_file (after probe_audio): a row the
+    table says completes decodes whole, to the recorded duration; a row it says fails raises the
+    code the failed job carries (api/transcribe_job.py: AudioDecodeError -> JobError(code))."""
+    row = ROWS[case]
+    path = FILES[case](tmp_path)
+    code = expected_job(row["the job"])
+    if code is None:
+        probe_audio(path)
+        decoded = decode_to_file(path, tmp_path / "decoded.f32")
+        assert decoded.duration_s == pytest.approx(float(row["duration recorded (s)"]), abs=0.06)
+    else:
+        with pytest.raises(AudioDecodeError) as e:
+            decode_to_file(path, tmp_path / "decoded.f32")
+        assert e.value.code == code
+        assert not list(tmp_path.glob("decoded.f32*"))  # nothing half-written is left
