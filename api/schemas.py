@@ -433,6 +433,7 @@ class TranscribeOptions(BaseModel):
     num_speakers: SpeakerCount | None = None
     min_speakers: SpeakerCount | None = None
     max_speakers: SpeakerCount | None = None
+    use_itn: bool = Field(True, description="punctuation and numbers as digits (inverse text normalisation)")
 
     @field_validator("language")
     @classmethod

@@ -2,7 +2,7 @@
 
 Params (set by the routes in ``api/routes/transcriptions.py``): ``audio_file_id``, ``language``
 (``auto`` or a code of :mod:`speechlib.languages`), ``num_speakers`` / ``min_speakers`` /
-``max_speakers`` (optional).
+``max_speakers`` (optional), ``use_itn`` (punctuation and digits; default true).
 
 The work is :meth:`inference_client.transcription.Transcriber.transcribe` on the worker's one Triton
 client (``ctx.services.inference``). Checkpoints: each finished VAD+ASR chunk is written to the blob
@@ -54,6 +54,7 @@ def job_params(
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
+    use_itn: bool = True,
 ) -> dict[str, Any]:
     """The job's params as the routes submit them (JSON)."""
     return {
@@ -62,6 +63,7 @@ def job_params(
         "num_speakers": num_speakers,
         "min_speakers": min_speakers,
         "max_speakers": max_speakers,
+        "use_itn": use_itn,
     }
 
 
@@ -191,6 +193,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         num_speakers=ctx.params.get("num_speakers"),
         min_speakers=ctx.params.get("min_speakers"),
         max_speakers=ctx.params.get("max_speakers"),
+        use_itn=bool(ctx.params.get("use_itn", True)),
         vad_chunk_s=services.settings.vad_chunk_seconds,
     )
     workdir = services.settings.data_dir / "jobs" / str(ctx.job_id)

@@ -64,7 +64,7 @@ Reader = Annotated[Principal, require_scopes(Scope.SESSIONS_READ)]
 Writer = Annotated[Principal, require_scopes(Scope.SESSIONS_WRITE)]
 
 UPLOAD_FIELD = "audio_file"
-BATCH_FIELDS = ("title", "language", "num_speakers", "min_speakers", "max_speakers")
+BATCH_FIELDS = ("title", "language", "num_speakers", "min_speakers", "max_speakers", "use_itn")
 NOT_FOUND = "session not found"
 NO_TRANSCRIPTION = "this session has no transcription yet"
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
@@ -81,6 +81,7 @@ _BATCH_BODY = {
                     UPLOAD_FIELD: {"type": "string", "format": "binary"},
                     "title": {"type": "string", "maxLength": 500},
                     "language": {"type": "string", "maxLength": 16},
+                    "use_itn": {"type": "boolean"},
                     **{
                         k: {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS}
                         for k in ("num_speakers", "min_speakers", "max_speakers")
@@ -152,6 +153,7 @@ async def batch_transcription(
     num_speakers: Annotated[int | None, Query(ge=1, le=MAX_SPEAKERS)] = None,
     min_speakers: Annotated[int | None, Query(ge=1, le=MAX_SPEAKERS)] = None,
     max_speakers: Annotated[int | None, Query(ge=1, le=MAX_SPEAKERS)] = None,
+    use_itn: Annotated[bool | None, Query()] = None,
 ) -> TranscriptionJobOut:
     """Upload a recording and transcribe it: a new session with the audio file and a ``transcribe``
     job, answered 202 at once with the job's id (follow it at ``/api/v1/jobs/{job_id}`` or its
@@ -163,6 +165,7 @@ async def batch_transcription(
         "num_speakers": num_speakers,
         "min_speakers": min_speakers,
         "max_speakers": max_speakers,
+        "use_itn": use_itn,
     }
     try:
         BatchOptions.model_validate({k: v for k, v in query.items() if v is not None})
@@ -198,7 +201,12 @@ async def batch_transcription(
                 session.title = session.title[:500]
                 session.language = lang
                 params = job_params(
-                    row.id, lang, options.num_speakers, options.min_speakers, options.max_speakers
+                    row.id,
+                    lang,
+                    options.num_speakers,
+                    options.min_speakers,
+                    options.max_speakers,
+                    options.use_itn,
                 )
                 job = submit_job(ctx, s, KIND, params, user_id=user_id, session_id=session.id)
             except BaseException:
@@ -256,7 +264,7 @@ def transcribe_session(
         )
     _check_active_jobs(ctx, principal.user_id)
     lang = body.language or "auto"
-    params = job_params(audio.id, lang, body.num_speakers, body.min_speakers, body.max_speakers)
+    params = job_params(audio.id, lang, body.num_speakers, body.min_speakers, body.max_speakers, body.use_itn)
     session.status = SessionStatus.processing.value
     job = submit_job(ctx, db, KIND, params, user_id=principal.user_id, session_id=session.id)
     return _accepted(job, audio.id, lang)

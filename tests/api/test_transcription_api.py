@@ -83,6 +83,7 @@ def test_batch_upload_creates_session_audio_and_job(client, app, user_a):
         "num_speakers": 2,
         "min_speakers": None,
         "max_speakers": None,
+        "use_itn": True,
     }
 
 
