@@ -91,6 +91,8 @@ def _open(source):
     except (av.error.InvalidDataError, av.error.EOFError) as e:
         raise AudioDecodeError(f"not a readable audio file: {_reason(e)}", "not_audio") from e
     except av.error.FFmpegError as e:
+        if isinstance(e, OSError):  # a missing or unreadable file: the server's problem, not the audio's
+            raise
         raise AudioDecodeError(f"cannot open the audio: {_reason(e)}", "not_audio") from e
 
 
@@ -107,9 +109,10 @@ def _audio_stream(container):
 
 
 def _check_finite(x: np.ndarray, offset_s: float, rate: int) -> None:
-    """Refuse NaN/inf samples in mono ``x`` (which starts ``offset_s`` into the audio), saying how many and where the first is. Refused rather than replaced:
-    a float file with a NaN is broken upstream (a mixer or a converter), and silence or clipping in
-    their place would hide that; the models would turn them into NaN features or garbage."""
+    """Refuse NaN/inf samples in mono ``x`` (which starts ``offset_s`` into the audio), saying how
+    many and where the first is. Refused rather than replaced: a float file with a NaN is broken
+    upstream (a mixer or a converter), and silence or clipping in their place would hide that; the
+    models would turn them into NaN features or garbage."""
     bad = ~np.isfinite(x)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -239,6 +242,8 @@ class _Packets:
             except StopIteration:
                 return
             except av.error.FFmpegError as e:  # a truncated or damaged container: stop here
+                if isinstance(e, OSError) and not isinstance(e, EOFError):
+                    raise  # reading the file failed (the disk, not the audio): never a silent end
                 self._error = e
                 return
             if packet.size:  # (the last packet is empty: it flushes the decoder)
@@ -256,6 +261,8 @@ class _Packets:
         try:
             frames = packet.decode()
         except av.error.FFmpegError as e:
+            if isinstance(e, OSError):
+                raise
             self.failed += 1
             self._error = e
             if packet.duration and self.stream.time_base is not None:

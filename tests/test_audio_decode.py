@@ -393,3 +393,12 @@ def test_the_upload_check_decodes_only_the_first_minute(tmp_path):
     with pytest.raises(AudioDecodeError, match=r"1 NaN or infinite samples \(the first at 90\.000 s\)") as e:
         decode_audio(path)
     assert e.value.code == "non_finite_samples"
+
+
+def test_a_missing_file_is_not_called_bad_audio(tmp_path):
+    """A file that cannot be read is the server's problem (a lost blob, a full disk): it raises as
+    an OSError, never as AudioDecodeError (which would fail a job as the user's mistake)."""
+    for read in (probe_audio, check_audio, decode_audio):
+        with pytest.raises(FileNotFoundError) as e:
+            read(tmp_path / "gone.wav")
+        assert not isinstance(e.value, AudioDecodeError)
