@@ -1,0 +1,145 @@
+"""The ``transcribe`` job's failures and its idempotent completion, run in this process by the
+worker's executor with the worker's services (no Triton needed: each case ends before a request).
+
+A failed job says why (a stable code, not retried when retrying cannot help), the session says
+``failed`` — or stays ``completed`` with its current transcript untouched when a re-transcription
+fails — and the audio file carries the reason."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from api.blobstore import make_blob_store
+from api.crud import transcriptions as tcrud
+from api.db.session import Database
+from api.inference import WorkerInference
+from api.jobs.kinds import load_job_modules
+from api.jobs.runner import JobExecutor, JobServices
+from api.jobs.store import JobStore
+from api.models import AudioFile, Job, RecordingSession, Transcription, User
+from api.transcribe_job import KIND, job_params
+from speechlib.transcript import Segment, Transcript
+from tests.api.conftest import make_settings
+
+
+@pytest.fixture
+def services(tmp_path, any_db_url):
+    # nothing listens on port 9: a request would fail, and none must be sent in these cases
+    settings = make_settings(tmp_path / "data", database_url=any_db_url, triton_grpc_url="127.0.0.1:9")
+    db = Database(any_db_url)
+    inference = WorkerInference(settings)
+    yield JobServices(settings, db, make_blob_store(settings), inference)
+    inference.close()
+    db.dispose()
+
+
+def _executor(services: JobServices) -> JobExecutor:
+    return JobExecutor(JobStore(services.db), load_job_modules(), heartbeat_seconds=5, services=services)
+
+
+def _session_with_audio(
+    services: JobServices, data: bytes, **params
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """A user's session whose audio file holds ``data``, and a queued transcribe job for it."""
+    with services.db.session() as s:
+        user = User(email=f"{uuid.uuid4().hex}@example.com")
+        s.add(user)
+        s.flush()
+        session = RecordingSession(user_id=user.id, language="auto", status="processing")
+        s.add(session)
+        s.flush()
+        path = f"{user.id}/{session.id}/{uuid.uuid4()}.wav"
+        stored = services.blobs.put(path, [data])
+        audio = AudioFile(
+            session_id=session.id,
+            user_id=user.id,
+            storage_backend=stored.backend,
+            storage_path=stored.path,
+            file_size_bytes=stored.size,
+        )
+        s.add(audio)
+        s.flush()
+        job = JobStore.create(
+            s, KIND, {**job_params(audio.id, "auto"), **params}, user_id=user.id, session_id=session.id
+        )
+        return session.id, audio.id, job.id
+
+
+def _state(services: JobServices, session_id, audio_id, job_id):
+    with services.db.session() as s:
+        job = s.get(Job, job_id)
+        return (
+            job.status,
+            (job.error or {}).get("code"),
+            job.attempt,
+            s.get(RecordingSession, session_id).status,
+            s.get(AudioFile, audio_id),
+        )
+
+
+def test_undecodable_audio_fails_the_job_at_once_with_the_decoders_code(services):
+    session_id, audio_id, job_id = _session_with_audio(services, b"this is a text file, not audio\n" * 40)
+    assert _executor(services).run(job_id) == "failed"
+    status, code, attempt, session_status, audio = _state(services, session_id, audio_id, job_id)
+    assert (status, code, attempt, session_status) == ("failed", "not_audio", 1, "failed")
+    assert audio.processing_status == "failed" and audio.error_message.startswith("not_audio: ")
+
+
+def test_a_failed_retranscription_keeps_the_current_transcript(services):
+    session_id, audio_id, job_id = _session_with_audio(services, b"")
+    with services.db.session() as s:
+        session = s.get(RecordingSession, session_id)
+        kept = tcrud.save_transcription(
+            s,
+            session=session,
+            transcript=Transcript.from_segments([Segment(1, 0.0, 1.0, "kept text", "SPEAKER_00", "en")]),
+            source="batch",
+        ).id
+    assert _executor(services).run(job_id) == "failed"
+    status, code, _, session_status, _ = _state(services, session_id, audio_id, job_id)
+    assert (status, code, session_status) == ("failed", "empty_file", "completed")
+    with services.db.session() as s:
+        current = tcrud.current_transcription(s, session_id)
+        assert (current.id, current.content) == (kept, "kept text")
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [({"num_speakers": 0}, "invalid_options"), ({"language": "fr"}, "invalid_options")],
+)
+def test_bad_options_in_a_job_are_not_retried(services, params, code):
+    session_id, audio_id, job_id = _session_with_audio(services, b"RIFF", **params)
+    assert _executor(services).run(job_id) == "failed"
+    status, got, attempt, session_status, _ = _state(services, session_id, audio_id, job_id)
+    assert (status, got, attempt, session_status) == ("failed", code, 1, "failed")
+
+
+def test_deleted_audio_fails_with_audio_missing(services):
+    session_id, audio_id, job_id = _session_with_audio(services, b"RIFF")
+    with services.db.session() as s:
+        s.delete(s.get(AudioFile, audio_id))
+    assert _executor(services).run(job_id) == "failed"
+    with services.db.session() as s:
+        assert s.get(Job, job_id).error["code"] == "audio_missing"
+
+
+def test_a_job_whose_transcription_is_stored_completes_without_work(services):
+    """A retried completion: the transcription of this job exists, so the attempt returns it and
+    stores nothing (the audio here is not even decodable: no decoding happens)."""
+    session_id, audio_id, job_id = _session_with_audio(services, b"not audio")
+    with services.db.session() as s:
+        row = tcrud.save_transcription(
+            s,
+            session=s.get(RecordingSession, session_id),
+            transcript=Transcript.from_segments([Segment(1, 0.0, 1.0, "done once", "SPEAKER_00", "en")]),
+            source="batch",
+            job_id=job_id,
+        )
+        row_id = row.id
+    assert _executor(services).run(job_id) == "completed"
+    with services.db.session() as s:
+        job = s.get(Job, job_id)
+        assert job.result["transcription_id"] == str(row_id) and job.result["already_stored"] is True
+        assert s.query(Transcription).filter(Transcription.session_id == session_id).count() == 1
