@@ -50,8 +50,22 @@ def status_name(exc: InferenceServerException) -> str:
     return status.rsplit(".", 1)[-1]
 
 
+# Triton answers NOT_FOUND "Request for unknown model: 'x' has no available versions" for a model of
+# its repository that has no ready version: it is loading, or unloading while the server stops or
+# restarts. That passes (retried like UNAVAILABLE, and reported as TritonUnavailableError when it
+# outlasts the policy); a name Triton does not know ("... is not found") does not.
+_NOT_READY = "has no available versions"
+
+
+def _not_ready(status: str, message: str) -> bool:
+    return status == "NOT_FOUND" and _NOT_READY in message
+
+
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, InferenceServerException) and status_name(exc) in TRANSIENT_STATUSES
+    if not isinstance(exc, InferenceServerException):
+        return False
+    status = status_name(exc)
+    return status in TRANSIENT_STATUSES or _not_ready(status, exc.message() or str(exc))
 
 
 def translate(exc: InferenceServerException, model: str | None, attempts: int = 1) -> InferenceError:
@@ -64,4 +78,6 @@ def translate(exc: InferenceServerException, model: str | None, attempts: int = 
         "UNAVAILABLE": TritonUnavailableError,
         "DEADLINE_EXCEEDED": TritonUnavailableError,
     }.get(status, ModelExecutionError)
+    if _not_ready(status, message):
+        cls = TritonUnavailableError
     return cls(model, status, message, attempts)

@@ -404,3 +404,22 @@ async def test_real_vad_models_through_the_client(triton_vad):
                 events += await stream.send(x[i : i + 1600])
             events += await stream.close()
         assert pair_events(events) == offline
+
+
+def test_a_model_without_a_ready_version_is_transient_an_unknown_one_is_not():
+    """While Triton loads a model, or unloads it as the server stops or restarts, it answers
+    NOT_FOUND "... has no available versions": retried, then TritonUnavailableError; an unknown
+    name stays ModelNotFoundError (the exact messages of tritonserver 2.x)."""
+    from tritonclient.utils import InferenceServerException
+
+    from inference_client.errors import TritonUnavailableError, is_transient, translate
+
+    loading = InferenceServerException(
+        "Request for unknown model: 'asr' has no available versions", status="StatusCode.NOT_FOUND"
+    )
+    unknown = InferenceServerException(
+        "Request for unknown model: 'nope' is not found", status="StatusCode.NOT_FOUND"
+    )
+    assert is_transient(loading) and not is_transient(unknown)
+    assert isinstance(translate(loading, "asr", 3), TritonUnavailableError)
+    assert isinstance(translate(unknown, "nope"), ModelNotFoundError)
