@@ -39,6 +39,7 @@ _ASR_OUTPUTS = [
     ASR.TOKENS,
     ASR.TOKEN_IDS,
     ASR.TOKEN_TIMES_MS,
+    ASR.TOKEN_PROBS,
 ]
 _TRANSCRIBE_OUTPUTS = [
     Transcribe.SEGMENTS,
@@ -51,12 +52,14 @@ _TRANSCRIBE_OUTPUTS = [
 
 @dataclass(frozen=True)
 class Token:
-    """One text piece (sentencepiece string, ``▁`` marks a word start) and its time in ms."""
+    """One text piece (sentencepiece string, ``▁`` marks a word start), its time in ms and its CTC
+    posterior in (0, 1] (mean over the frames of its run on the greedy path; None if not reported)."""
 
     text: str
     id: int
     start_ms: int
     end_ms: int
+    probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -150,8 +153,10 @@ class ASRClient:
         pieces = [_str(p) for p in out[ASR.TOKENS].reshape(-1)]
         ids = out[ASR.TOKEN_IDS].reshape(-1)
         times = out[ASR.TOKEN_TIMES_MS].reshape(-1, 2)
+        probs = out[ASR.TOKEN_PROBS].reshape(-1)
         tokens = tuple(
-            Token(p, int(i), int(s), int(e)) for p, i, (s, e) in zip(pieces, ids, times, strict=False)
+            Token(p, int(i), int(s), int(e), float(q))
+            for p, i, (s, e), q in zip(pieces, ids, times, probs, strict=False)
         )
         return Transcript(
             text=_str(out[ASR.TEXT].reshape(-1)[0]),

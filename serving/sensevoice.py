@@ -53,6 +53,7 @@ class Recognition:
     token_ids: np.ndarray  # int32 [N], text tokens only (tags removed)
     tokens: list[str]  # their pieces
     token_times_ms: np.ndarray  # int32 [N, 2]
+    token_probs: np.ndarray  # float32 [N]: each text token's CTC posterior (ctc.greedy_token_probs)
 
 
 def decode_utterance(logits: np.ndarray, vocab: Vocabulary, blank: int = ctc.BLANK) -> Recognition:
@@ -60,6 +61,7 @@ def decode_utterance(logits: np.ndarray, vocab: Vocabulary, blank: int = ctc.BLA
     token_ids, _ = ctc.greedy_decode(logits, blank)
     decoded = vocab.decode(token_ids)
     times = ctc.align_token_times(logits[PROMPT_FRAMES:], decoded.text_ids, blank)
+    probs = ctc.greedy_token_probs(logits, blank)[np.asarray(decoded.text_positions, dtype=np.int64)]
     return Recognition(
         text=decoded.text,
         language=decoded.language,
@@ -68,6 +70,7 @@ def decode_utterance(logits: np.ndarray, vocab: Vocabulary, blank: int = ctc.BLA
         token_ids=np.asarray(decoded.text_ids, dtype=np.int32),
         tokens=decoded.text_pieces,
         token_times_ms=times,
+        token_probs=probs.astype(np.float32),
     )
 
 

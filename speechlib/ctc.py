@@ -49,6 +49,26 @@ def greedy_decode(logits: np.ndarray, blank: int = BLANK) -> tuple[np.ndarray, n
     return labels[keep].astype(np.int64), starts[keep].astype(np.int64)
 
 
+def greedy_token_probs(logits: np.ndarray, blank: int = BLANK) -> np.ndarray:
+    """The CTC posterior of each token :func:`greedy_decode` returns: the mean, over the frames of
+    the token's run on the best path, of the softmax probability of its label there (the frame's
+    largest probability, since the label is the argmax). float32 ``[N]`` in (0, 1], in the order of
+    :func:`greedy_decode`'s ids. A frame's largest probability is ``1 / sum(exp(x - max))``."""
+    x = np.asarray(logits, dtype=np.float32)
+    if x.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    best = x.argmax(axis=-1)
+    top = np.empty(x.shape[0], np.float32)
+    for a in range(0, x.shape[0], 16):  # rows in chunks: no [T, V] temporary
+        rows = x[a : a + 16]
+        top[a : a + 16] = 1.0 / np.exp(rows - rows.max(axis=-1, keepdims=True)).sum(axis=-1)
+    starts = np.flatnonzero(np.concatenate(([True], best[1:] != best[:-1])))
+    ends = np.append(starts[1:], best.size)
+    sums = np.add.reduceat(top.astype(np.float64), starts)
+    means = (sums / (ends - starts)).astype(np.float32)
+    return means[best[starts] != blank]
+
+
 def extended_labels(targets: Sequence[int], blank: int = BLANK) -> np.ndarray:
     """CTC's extended label sequence of ``targets`` (no blanks): blank, y1, blank, y2, ..., yL, blank."""
     targets = np.asarray(targets, dtype=np.int64).reshape(-1)

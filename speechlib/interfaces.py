@@ -71,6 +71,7 @@ class ASR:
     TOKENS = "TOKENS"  # BYTES [-1]: text pieces (sentencepiece strings), in order
     TOKEN_IDS = "TOKEN_IDS"  # INT32 [-1]: their ids
     TOKEN_TIMES_MS = "TOKEN_TIMES_MS"  # INT32 [-1, 2]: (start_ms, end_ms) of each text piece
+    TOKEN_PROBS = "TOKEN_PROBS"  # FP32 [-1]: each text piece's CTC posterior (mean over its greedy frames)
     MAX_SECONDS = 30.05  # fsmn-VAD may cut a segment 10 ms past its 30 s cap
 
 

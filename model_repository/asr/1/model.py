@@ -1,4 +1,4 @@
-"""Triton model ``asr``: SenseVoiceSmall on utterances of at most 30 s -> text, tags, token times.
+"""Triton model ``asr``: SenseVoiceSmall on utterances of at most 30 s -> text, tags, token times and posteriors.
 
 Thin: validation and plumbing here; features, network and decoding in ``serving.sensevoice``,
 the pure parts (CTC, vocabulary, language codes) in ``speechlib``. Requests arrive as a ragged
@@ -33,6 +33,9 @@ def response_for(result):
             pb_utils.Tensor(ASR.TOKEN_IDS, np.ascontiguousarray(result.token_ids, np.int32).reshape(1, -1)),
             pb_utils.Tensor(
                 ASR.TOKEN_TIMES_MS, np.ascontiguousarray(result.token_times_ms, np.int32).reshape(1, -1, 2)
+            ),
+            pb_utils.Tensor(
+                ASR.TOKEN_PROBS, np.ascontiguousarray(result.token_probs, np.float32).reshape(1, -1)
             ),
         ]
     )
