@@ -25,7 +25,8 @@ from api.core.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
 )
-from api.routes import api_keys, auth, jobs, ops, sessions, transcriptions, users
+from api.routes import api_keys, auth, direct, jobs, openai_compat, ops, sessions, transcriptions, users
+from api.sync_calls import sync_body_limit
 
 log = logging.getLogger("api")
 
@@ -91,6 +92,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+def sync_body_limits(settings: Settings) -> list[tuple[str, re.Pattern[str], int]]:
+    """The synchronous audio routes take bodies up to a size derived from SYNC_MAX_AUDIO_SECONDS."""
+    limit = sync_body_limit(settings)
+    paths = (openai_compat.TRANSCRIPTIONS_PATH, direct.TRANSCRIBE_PATH, direct.DIARIZE_PATH)
+    return [("POST", re.compile(f"^{re.escape(p)}/?$"), limit) for p in paths]
+
+
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
     settings = settings or get_settings()
     ctx = ctx or AppContext.from_settings(settings)
@@ -131,9 +139,12 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         jobs.tasks_router,
         transcriptions.batch_router,
         transcriptions.router,
+        direct.router,
     ):
         app.include_router(router, dependencies=documented_auth, responses=COMMON_RESPONSES)
     app.include_router(ops.router)
+    # OpenAI's error shape, not COMMON_RESPONSES (its module documents its responses)
+    app.include_router(openai_compat.router, dependencies=documented_auth)
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(AuthMiddleware, authenticator=ctx.auth, metrics=ctx.metrics)
@@ -151,7 +162,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
-        limits=[("POST", UPLOAD_PATH, upload_limit)],
+        limits=[("POST", UPLOAD_PATH, upload_limit), *sync_body_limits(settings)],
     )
+    app.add_middleware(openai_compat.OpenAIErrorShape)  # /v1/...: outside auth and the body limit
     app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
     return app

@@ -1,0 +1,151 @@
+"""What the tests of the synchronous routes share (tests/api/test_openai_compat.py,
+tests/api/test_direct_calls.py): a tritonserver with the trained ASR fixture (``vad``, ``asr`` from
+model_repository/) and the trained diarization fixture (``segmentation``, ``speaker_embedding``), the
+app under uvicorn on loopback with its settings pointing there, a user with an API key, and audio
+made of the ASR fixture's clips (which it transcribes exactly) laid out on the 10 ms grid.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from api.db.migrate import upgrade
+from api.main import create_app
+from speechlib.interfaces import ASR, SAMPLE_RATE, VAD
+from tests.api.conftest import LoopbackServer, make_settings
+from tests.diarization_helpers import MODEL_REPOSITORY, diarization_repository, trained_fixture_artifacts
+
+GRID = SAMPLE_RATE // 100  # 10 ms
+SYNC_LIMIT_S = 70.0  # the apps' SYNC_MAX_AUDIO_SECONDS: the 60 s meeting fits, 80 s does not
+
+
+def speech_repository(dest: Path) -> tuple[Path, Path]:
+    """A model repository with ``vad`` and ``asr`` (the installed dev models: the trained ASR
+    fixture) and the trained diarization fixture; returns (repository, diarization params folder)."""
+    artifacts = trained_fixture_artifacts()
+    diarization_repository(dest, artifacts)
+    for model in (VAD.NAME, ASR.NAME):
+        shutil.copytree(MODEL_REPOSITORY / model, dest / model, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest, artifacts
+
+
+def fixture_clips() -> dict[str, np.ndarray]:
+    data = np.load(MODEL_REPOSITORY / ASR.NAME / "1" / "fixture_clips.npz", allow_pickle=False)
+    meta = json.loads(str(data["meta"]))
+    return {e["text"]: np.asarray(data[e["key"]], np.float32) for e in meta}
+
+
+def lay_out(clips: list[np.ndarray], gaps_s: list[float]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """``gaps_s[i]`` seconds of silence before clip i (and ``gaps_s[-1]`` after the last): the
+    waveform and each clip's (start_s, end_s). Gaps are whole 10 ms frames."""
+    assert len(gaps_s) == len(clips) + 1
+    parts, spans, pos = [], [], 0
+    for clip, gap in zip(clips, gaps_s, strict=False):
+        silence = np.zeros(GRID * round(gap * 100), np.float32)
+        parts += [silence, clip]
+        pos += silence.size
+        spans.append((pos / SAMPLE_RATE, (pos + clip.size) / SAMPLE_RATE))
+        pos += clip.size
+    parts.append(np.zeros(GRID * round(gaps_s[-1] * 100), np.float32))
+    return np.concatenate(parts), spans
+
+
+def wav_bytes(x: np.ndarray, rate: int = SAMPLE_RATE, codec: str = "pcm_f32le") -> bytes:
+    """``x`` as a WAV file (float32 keeps the samples exactly)."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        fmt = "flt" if codec == "pcm_f32le" else "s16"
+        pcm = x.astype(np.float32) if fmt == "flt" else (np.clip(x, -1, 1) * 32767).astype(np.int16)
+        for i in range(0, pcm.size, 4096):
+            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 4096], format=fmt, layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()
+
+
+@dataclass
+class Served:
+    url: str
+    settings: object
+    app: object
+    token: str  # a user's access token
+    api_key: str  # the same user's API key (all scopes)
+    user_id: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def register_with_key(url: str, scopes: list[str] | None = None) -> tuple[str, str, str]:
+    """A new user on the served app: (access token, API key, user id)."""
+    email = f"sync-{secrets.token_hex(4)}@example.com"
+    with httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post("/api/v1/auth/register", json={"email": email, "password": "correct horse battery"})
+        assert r.status_code == 201, r.text
+        token = r.json()["access_token"]
+        body = {"name": "sync tests"} if scopes is None else {"name": "scoped", "scopes": scopes}
+        r = http.post("/api/v1/api-keys", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 201, r.text
+        return token, r.json()["key"], r.json().get("user_id") or ""
+
+
+@contextmanager
+def served_app(tmp: Path, triton_grpc_url: str, params_dir: Path | None, **overrides) -> Iterator[Served]:
+    """The api under uvicorn on loopback (SQLite, local blobs), Triton at ``triton_grpc_url``."""
+    url = f"sqlite:///{tmp}/api.db"
+    upgrade(url)
+    settings = make_settings(
+        tmp,
+        database_url=url,
+        triton_grpc_url=triton_grpc_url,
+        diarization_params_dir=params_dir,
+        sync_max_audio_seconds=SYNC_LIMIT_S,
+        **overrides,
+    )
+    app = create_app(settings)
+    with LoopbackServer(app) as server:
+        token, key, user_id = register_with_key(server.url)
+        yield Served(server.url, settings, app, token, key, user_id)
+
+
+def stored_transcription(app, session_id) -> tuple[object, object]:
+    """(session row, current transcription row) as the database holds them."""
+    import uuid
+
+    from api.crud.transcriptions import current_transcription
+    from api.models import RecordingSession
+
+    sid = uuid.UUID(str(session_id))
+    with app.state.ctx.db.session() as s:
+        session = s.get(RecordingSession, sid)
+        current = current_transcription(s, sid)
+        s.expunge_all()
+        return session, current
+
+
+def closed_port_url() -> str:
+    """A loopback gRPC address where nothing listens (Triton down)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
