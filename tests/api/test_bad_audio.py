@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,7 +132,7 @@ FILES: dict[str, Callable[[Path], Path]] = {
     "mkv-video": lambda d: encode(d / "meeting.mkv", "libopus", 48000, tone(48000), video=True),
     "mp3-as-wav": renamed(mp3, "meeting.wav"),
     "clip-150ms": lambda d: encode(d / "blip.ogg", "libopus", 48000, tone(48000, seconds=0.15)),
-    "silence": lambda d: encode(d / "silence.flac", "flac", 16000, np.zeros((1, 16000 * 180), np.float32)),
+    "silence": lambda d: encode(d / "silence.flac", "flac", 16000, np.zeros((1, 16000 * 120), np.float32)),
     "empty": written("meeting.wav", b""),
     "pdf": written("report.pdf", PDF),
     "pdf-as-wav": written("meeting.wav", PDF),
@@ -347,3 +348,65 @@ def test_the_jobs_decode_of_an_accepted_upload_is_the_tables(tmp_path, case):
             decode_to_file(path, tmp_path / "decoded.f32")
         assert e.value.code == code
         assert not list(tmp_path.glob("decoded.f32*"))  # nothing half-written is left
+
+
+# -- the job column, through the real job: uploaded by the batch route, run by the worker's executor
+# in this process against a real tritonserver (the models of the batch flow's end-to-end test) ----
+
+JOB_CASES = ["webm-opus", "m4a", "mkv-video", "mp3-cut", "silence", "nan-late"]
+
+
+@pytest.fixture(scope="module")
+def job_stack(tmp_path_factory, triton_models):
+    from api.blobstore import make_blob_store
+    from api.db.migrate import upgrade
+    from api.db.session import Database
+    from api.inference import WorkerInference
+    from api.jobs.kinds import load_job_modules
+    from api.jobs.runner import JobExecutor, JobServices
+    from api.jobs.store import JobStore
+    from speechlib.interfaces import ASR, VAD, Segmentation, SpeakerEmbedding
+
+    server = triton_models(VAD.NAME, ASR.NAME, Segmentation.NAME, SpeakerEmbedding.NAME)
+    tmp = tmp_path_factory.mktemp("bad-audio-jobs")
+    url = f"sqlite:///{tmp}/api.db"
+    upgrade(url)
+    settings = make_settings(
+        tmp / "data", database_url=url, triton_grpc_url=server.ports.grpc_url, max_active_jobs_per_user=1000
+    )
+    db, inference = Database(url), WorkerInference(settings)
+    services = JobServices(settings, db, make_blob_store(settings), inference)
+    executor = JobExecutor(JobStore(db), load_job_modules(), heartbeat_seconds=5, services=services)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client, register(client), executor
+    inference.close()
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", JOB_CASES)
+def test_the_job_outcome_is_the_tables(job_stack, tmp_path, case):
+    from api.crud.transcriptions import current_transcription
+
+    assert expected_upload(ROWS[case]["upload"])[0] == 201
+    client, user, executor = job_stack
+    path = FILES[case](tmp_path)
+    with open(path, "rb") as f:
+        r = client.post(
+            BATCH, files={"audio_file": (path.name, f, "application/octet-stream")}, headers=user["headers"]
+        )
+    assert r.status_code == 202, r.text
+    job_id, sid = r.json()["job_id"], r.json()["session_id"]
+    code = expected_job(ROWS[case]["the job"])
+    assert executor.run(job_id) == ("failed" if code else "completed")
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=user["headers"]).json()
+    session = client.get(f"{S}{sid}", headers=user["headers"]).json()
+    if code:
+        assert (job["status"], job["error"]["code"], session["status"]) == ("failed", code, "failed"), job
+        return
+    assert (job["status"], session["status"]) == ("completed", "completed"), job
+    with client.app.state.ctx.db.session() as s:
+        stored = current_transcription(s, uuid.UUID(sid))
+        assert stored is not None
+        if "empty transcript" in ROWS[case]["the job"]:
+            assert stored.segments == [] and not stored.content
