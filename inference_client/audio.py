@@ -157,8 +157,9 @@ def check_audio(source: str | Path, decode_s: float = CHECK_DECODE_S) -> AudioIn
     """What an upload gets before it is kept: :func:`probe_audio`, plus a duration measured on what
     is in the file, not taken from its header (a header may lie, or a browser's webm may claim none).
 
-    Every packet of the audio stream is demuxed (read and counted, not decoded: about 0.25 s for an
-    hour of 16 kHz WAV or 0.4 s for an hour of mp3 here) and the first ``decode_s`` seconds are
+    Every packet of the audio stream is demuxed (read and counted, not decoded: 0.3-1.0 s for an
+    hour of 16 kHz WAV, 1.6-2.3 s for an hour of 44.1 kHz mp3 on 2 busy cores, docs/bad-input.md)
+    and the first ``decode_s`` seconds are
     decoded at the file's own rate (no resampling). A file that ends within them is measured by its
     decoded samples (exact); a longer one by its packets' timestamps (last end minus first start).
     Decoding what is left (hours, for a meeting) is the transcription job's.
