@@ -202,3 +202,203 @@ def load_meeting(
 ) -> tuple[np.ndarray, list[Turn]]:
     path, turns = synthetic_meeting(n_speakers, seconds, seed, **kw)
     return decode_audio(path), turns
+
+
+# -- scripted meetings: the end-to-end test's known voices and sentences --------------------------
+#
+# The ASR fixture (export_scripts/sensevoice_dev.py, ``--variant fixture``) is trained on every line
+# below, each spoken alone by its voice (with VAD-like margins, gains and mp3 round trips); the
+# diarization fixture knows these voices. A scripted meeting is a *held-out arrangement* of those
+# utterances: a new order, new gaps and gains, one overlap. Texts are what the fixture answers
+# without ITN (lower case, no punctuation); the fixture answers the same text with ITN.
+
+SCRIPT_RECIPE = 1  # bump to rebuild cached scripted meetings
+
+# speakers A-D of the scripted meetings (indices into VOICES): two men, a woman, a Mandarin voice
+SCRIPT_VOICES: tuple[int, ...] = (0, 1, 2, 3)
+
+MONOLOGUE: tuple[str, ...] = (  # speaker A, back to back
+    "first i want to look back at the last two weeks",
+    "the new search page went live on monday without problems",
+    "most users found it faster than the old version",
+    "we also fixed the login bug that many people reported",
+    "the mobile team finished the offline mode ahead of time",
+    "support tickets went down by almost a third",
+    "on the other hand the billing service is still slow",
+    "we need a plan for it before the end of the month",
+    "next i will say a few words about the budget",
+    "that is all from my side for now",
+)
+
+# (voice index, language, dialogue lines)
+DIALOGUE: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        0,
+        "en",
+        (
+            "good morning and welcome to the weekly meeting",
+            "that works for me let us do it",
+            "thanks everyone see you next week",
+        ),
+    ),
+    (
+        1,
+        "en",
+        (
+            "thank you could you start with the project update",
+            "how slow is the billing service right now",
+            "i can ask the database team to help",
+            "should we move the release to next friday",
+            "great work everyone",
+        ),
+    ),
+    (
+        2,
+        "en",
+        (
+            "the payment tests are failing again",
+            "i will write a short report about it",
+            "maybe we should add more servers",
+        ),
+    ),
+    (3, "zh", ("我同意这个计划", "下周我们再看一下结果")),
+)
+MONOLOGUE_PAUSE_S = (1.0, 1.2)  # VAD (800 ms end silence) closes a segment at each pause
+TURN_GAP_S = (1.3, 2.2)
+SCRIPT_GAIN_DB = 4.0  # each utterance's peak: 0.5 x 10^(U(-4, 4)/20)
+
+
+def script_lines() -> list[tuple[int, str, str]]:
+    """Every scripted line as (voice index, language, text): what the ASR fixture trains on."""
+    lines = [(SCRIPT_VOICES[0], "en", t) for t in MONOLOGUE]
+    for voice, language, texts in DIALOGUE:
+        lines += [(voice, language, t) for t in texts]
+    return lines
+
+
+def encode_mp3(audio: np.ndarray, bit_rate: int = 64000) -> bytes:
+    """16 kHz mono float samples as an mp3 file's bytes (PyAV's libmp3lame)."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=SR)
+        stream.layout = "mono"
+        stream.bit_rate = bit_rate
+        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        for i in range(0, pcm.size, 1152):
+            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1152], format="s16", layout="mono")
+            frame.sample_rate = SR
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def mp3_round_trip(audio: np.ndarray, bit_rate: int = 64000) -> np.ndarray:
+    """``audio`` encoded as mp3 and decoded again by the project's decoder, same length."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".mp3") as f:
+        f.write(encode_mp3(audio, bit_rate))
+        f.flush()
+        out = decode_audio(f.name)
+    if out.size < audio.size:
+        out = np.pad(out, (0, audio.size - out.size))
+    return out[: audio.size].astype(np.float32)
+
+
+def scripted_meeting(n_speakers: int = 2, seed: int = 0) -> tuple[Path, dict]:
+    """A cached 16 kHz WAV of a scripted meeting of ``n_speakers`` (2-4) of :data:`SCRIPT_VOICES`
+    and its description: ``turns`` [(start_s, end_s, "spk<voice>")], ``lines`` [(start_s, end_s,
+    speaker, text)] in time order, ``overlap`` (start_s, end_s) where two lines overlap, and
+    ``expected`` [(speaker, text)]: every line that does not touch the overlap, in order.
+
+    The dialogue lines of the speakers present, in an order drawn from ``seed`` (a speaker twice in a
+    row only when no one else is left), with speaker A's monologue (~40 s, :data:`MONOLOGUE` with 1.0-1.2 s pauses) after the
+    third line; 1.3-2.2 s between turns, except one pair of lines by two speakers that overlap by
+    0.6-1.0 s."""
+    if not 2 <= n_speakers <= len(SCRIPT_VOICES):
+        raise ValueError(f"n_speakers must be 2..{len(SCRIPT_VOICES)}")
+    voices = SCRIPT_VOICES[:n_speakers]
+    recipe = {
+        "kind": "scripted_meeting",
+        "recipe": SCRIPT_RECIPE,
+        "n": n_speakers,
+        "seed": seed,
+        "voices": [VOICES[v] for v in voices],
+        "monologue": MONOLOGUE,
+        "dialogue": [d for d in DIALOGUE if d[0] in voices],
+        "gaps": [MONOLOGUE_PAUSE_S, TURN_GAP_S, SCRIPT_GAIN_DB],
+        "espeak": _tool_version("espeak-ng"),
+    }
+    out = fixtures_dir() / "meetings" / f"scripted-{n_speakers}spk-{_key(recipe)}.wav"
+    meta_path = out.with_suffix(".json")
+    if out.exists() and meta_path.exists():
+        return out, json.loads(meta_path.read_text(encoding="utf-8"))
+
+    rng = np.random.default_rng(seed + 5000 + n_speakers)
+    pool = [(v, t) for v, _, texts in DIALOGUE if v in voices for t in texts]
+    order: list[tuple[int, str]] = []
+    while pool:  # a random order, the same speaker twice in a row only when no one else is left
+        choices = [p for p in pool if not order or p[0] != order[-1][0]] or pool
+        pick = choices[int(rng.integers(len(choices)))]
+        pool.remove(pick)
+        order.append(pick)
+    # the overlap: a pair of consecutive dialogue lines after the monologue (index >= 4)
+    overlap_at = int(rng.integers(4, len(order)))
+    plan: list[tuple[int, str, float]] = []  # (voice, text, gap before it; negative = overlap)
+    for i, (v, text) in enumerate(order):
+        if i == 3:  # the monologue, after the third line
+            for k, t in enumerate(MONOLOGUE):
+                gap = rng.uniform(*(MONOLOGUE_PAUSE_S if k else TURN_GAP_S))
+                plan.append((voices[0], t, gap))
+        gap = -rng.uniform(0.6, 1.0) if i == overlap_at else rng.uniform(*TURN_GAP_S)
+        if i == 3 and v == voices[0]:
+            gap = rng.uniform(*MONOLOGUE_PAUSE_S)
+        plan.append((v, text, gap))
+
+    pieces, lines, pos = [], [], int(0.8 * SR)
+    for v, text, gap in plan:
+        x = utterance(v, text)
+        x = x * np.float32(10 ** (rng.uniform(-SCRIPT_GAIN_DB, SCRIPT_GAIN_DB) / 20) * 0.5 / np.abs(x).max())
+        start = pos + int(round(gap * SR)) if lines else pos
+        pieces.append((start, x))
+        lines.append((start / SR, (start + x.size) / SR, f"spk{v}", text))
+        pos = start + x.size
+    total = pos + int(1.0 * SR)
+    audio = (rng.standard_normal(total) * 10 ** (-60 / 20)).astype(np.float32)
+    for start, x in pieces:
+        audio[start : start + x.size] += x
+    k = next(i for i, (v, _, gap) in enumerate(plan) if gap < 0)
+    overlap = (lines[k][0], lines[k - 1][1])
+    expected = [(spk, text) for s, e, spk, text in lines if e <= overlap[0] or s >= overlap[1]]
+    assert len(expected) == len(lines) - 2
+    meta = {
+        "turns": [(s, e, spk) for s, e, spk, _ in lines],
+        "lines": lines,
+        "overlap": overlap,
+        "expected": expected,
+        "monologue": [(f"spk{voices[0]}", t) for t in MONOLOGUE],
+    }
+    write_wav(out, np.clip(audio, -1, 1))
+    _write_atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, ensure_ascii=False)))
+    return out, json.loads(meta_path.read_text(encoding="utf-8"))
+
+
+def scripted_meeting_mp3(n_speakers: int = 2, seed: int = 0, bit_rate: int = 64000) -> tuple[Path, dict]:
+    """:func:`scripted_meeting` encoded as mp3 (cached beside the WAV), and its description."""
+    wav, meta = scripted_meeting(n_speakers, seed)
+    out = wav.with_name(f"{wav.stem}-{bit_rate // 1000}k.mp3")
+    if not out.exists():
+        _write_atomic(out, lambda tmp: tmp.write_bytes(encode_mp3(decode_audio(wav), bit_rate)))
+    return out, meta
+
+
+if __name__ == "__main__":  # python -m tests.meetings [N]: the scripted meeting's mp3 path (make run)
+    import sys
+
+    print(scripted_meeting_mp3(int(sys.argv[1]) if len(sys.argv) > 1 else 2)[0])
