@@ -303,13 +303,19 @@ def test_a_file_cut_in_half_gives_what_is_there_whatever_its_header_claims(tmp_p
         assert probe_audio(path).duration_s > measured + 0.5  # the header claims the whole 4 s
 
 
-def test_a_wav_header_claiming_any_length_is_read_to_the_end_of_the_file(tmp_path):
-    """Recorders that stream write 0xFFFFFFFF (or 0) as the data size: FFmpeg reads to the end."""
+@pytest.mark.parametrize(
+    "riff_size, data_size", [(None, 0xFFFFFFFF), (None, 0), (0, 0), (0xFFFFFFFF, 0xFFFFFFFF)]
+)
+def test_a_wav_header_claiming_any_length_is_read_to_the_end_of_the_file(tmp_path, riff_size, data_size):
+    """Recorders that stream write 0xFFFFFFFF or 0 as the sizes until they finish (and a crash
+    leaves them so): FFmpeg reads to the end of the file."""
     path = tmp_path / "streamed.wav"
     sf.write(str(path), tone(SAMPLE_RATE, seconds=1.5)[0], SAMPLE_RATE, subtype="PCM_16")
     data = bytearray(path.read_bytes())
-    assert data[36:40] == b"data"
-    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
+    assert data[:4] == b"RIFF" and data[36:40] == b"data"
+    if riff_size is not None:
+        data[4:8] = riff_size.to_bytes(4, "little")
+    data[40:44] = data_size.to_bytes(4, "little")
     path.write_bytes(bytes(data))
     assert_is_the_tone(decode_audio(path), seconds=1.5, tolerance_s=0.001)
     assert check_audio(path).duration_s == 1.5
