@@ -66,39 +66,54 @@ def triton_server(triton_models):
 
 
 @pytest.fixture
-def stack(tmp_path, sqlite_url, triton_server):
-    """The api (TestClient) and one worker process on one SQLite database and queue."""
-    grpc = triton_server.ports.grpc_url
-    settings = make_settings(
-        tmp_path / "data",
-        database_url=sqlite_url,
-        triton_grpc_url=grpc,
-        vad_chunk_seconds=CHUNK_S,
-        extra_job_modules=[],
-    )
-    env = {
-        "DATABASE_URL": sqlite_url,
-        "REDIS_URL": "",
-        "QUEUE_BACKEND": "sqlite",
-        "DATA_DIR": str(tmp_path / "data"),
-        "AUTH_MODE": "embedded",
-        "JWT_SECRET": JWT_SECRET,
-        "TRITON_HTTP_URL": "",
-        "TRITON_GRPC_URL": grpc,
-        "VAD_CHUNK_SECONDS": str(CHUNK_S),
-        "JOB_HEARTBEAT_SECONDS": "1",
-        "JOB_RETRY_DELAY_SECONDS": "0.2",
-        "WORKER_CONCURRENCY": "2",
-        "EXTRA_JOB_MODULES": "",
-    }
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    workers = Workers(env, logdir)
-    workers.start(1)
-    app = create_app(settings)
-    with TestClient(app) as client:
-        yield client, app, settings, workers
-    workers.stop()
+def stack_at(tmp_path, sqlite_url):
+    """``stack_at(grpc_url)``: the api (TestClient) and one worker process on one SQLite database
+    and queue, reaching Triton at ``grpc_url``."""
+    opened = []
+
+    def make(grpc: str):
+        settings = make_settings(
+            tmp_path / "data",
+            database_url=sqlite_url,
+            triton_grpc_url=grpc,
+            vad_chunk_seconds=CHUNK_S,
+            extra_job_modules=[],
+        )
+        env = {
+            "DATABASE_URL": sqlite_url,
+            "REDIS_URL": "",
+            "QUEUE_BACKEND": "sqlite",
+            "DATA_DIR": str(tmp_path / "data"),
+            "AUTH_MODE": "embedded",
+            "JWT_SECRET": JWT_SECRET,
+            "TRITON_HTTP_URL": "",
+            "TRITON_GRPC_URL": grpc,
+            "VAD_CHUNK_SECONDS": str(CHUNK_S),
+            "JOB_LEASE_SECONDS": "3",
+            "JOB_HEARTBEAT_SECONDS": "0.5",
+            "JOB_REAPER_INTERVAL_SECONDS": "0.5",
+            "JOB_RETRY_DELAY_SECONDS": "0.2",
+            "WORKER_CONCURRENCY": "2",
+            "EXTRA_JOB_MODULES": "",
+        }
+        logdir = tmp_path / "logs"
+        logdir.mkdir()
+        workers = Workers(env, logdir)
+        workers.start(1)
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        opened.append((client, workers))
+        return client, client.app, settings, workers
+
+    yield make
+    for client, workers in opened:
+        client.__exit__(None, None, None)
+        workers.stop()
+
+
+@pytest.fixture
+def stack(stack_at, triton_server):
+    return stack_at(triton_server.ports.grpc_url)
 
 
 def wait_job(client, headers, job_id: str, workers, timeout: float = 300) -> dict:
@@ -200,3 +215,91 @@ def test_upload_to_speaker_attributed_transcript_exports_and_retranscription(sta
     with app.state.ctx.db.session() as s:
         per_job = s.execute(select(Transcription.job_id, func.count()).group_by(Transcription.job_id)).all()
     assert sorted(n for _, n in per_job) == [1, 1]
+
+
+# ------------------------------------------------------------------------------ faults
+def _upload(client, h, wav) -> dict:
+    with open(wav, "rb") as f:
+        r = client.post(
+            "/api/v1/transcriptions/batch",
+            files={"audio_file": ("meeting.wav", f, "audio/wav")},
+            data={"use_itn": "false"},
+            headers=h,
+        )
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def _wait_checkpointed_chunks(app, job_id: str, n: int, workers, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.state.ctx.db.session() as s:
+            job = s.get(Job, uuid.UUID(job_id))
+            done = len((job.checkpoint or {}).get("chunks", []))
+            assert job.status in ("queued", "running"), (
+                f"job ended before the fault: {job.status} {job.error}"
+            )
+        if done >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint after {timeout} s\n{workers.logs()}")
+
+
+def _check_whole(client, h, app, sid: str, job_id: str, texts: list[str]) -> dict:
+    """Every sentence once, in order; segments in time order without overlap; one transcription."""
+    current = client.get(f"{S}{sid}/transcription", headers=h).json()
+    content = norm(current["content"])
+    assert in_order(texts, content), (texts, current["content"])
+    for sentence in set(texts):
+        assert content.count(norm(sentence)) == texts.count(sentence), sentence
+    ends = [(seg["start_time"], seg["end_time"]) for seg in current["segments"]]
+    assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:], strict=False)), ends
+    with app.state.ctx.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Transcription)) == 1
+        assert s.scalar(select(Transcription.job_id)) == uuid.UUID(job_id)
+    return current
+
+
+def test_worker_killed_mid_job_resumes_without_redoing_chunks(stack, meeting):
+    client, app, settings, workers = stack
+    wav, texts = meeting
+    user = register(client)
+    h = user["headers"]
+    accepted = _upload(client, h, wav)
+    _wait_checkpointed_chunks(app, accepted["job_id"], 1, workers)
+    workers.procs[0].kill()  # SIGKILL: no release, the lease has to expire
+    workers.procs[0].wait()
+    workers.start(1)
+    job = wait_job(client, h, accepted["job_id"], workers)
+    assert job["attempt"] == 2
+    assert job["result"]["resumed_chunks"] >= 1  # finished chunks were not sent again
+    _check_whole(client, h, app, accepted["session_id"], accepted["job_id"], texts)
+
+
+def test_triton_stopped_and_restarted_mid_job(stack_at, meeting, tmp_path):
+    from serving.launcher import TritonServer
+
+    wav, texts = meeting
+    models = [VAD.NAME, ASR.NAME, Segmentation.NAME, SpeakerEmbedding.NAME]
+    servers = [TritonServer(MODEL_REPOSITORY, models=models, log_path=tmp_path / "triton-1.log").start()]
+    try:
+        ports = servers[0].ports
+        client, app, settings, workers = stack_at(ports.grpc_url)
+        user = register(client)
+        h = user["headers"]
+        accepted = _upload(client, h, wav)
+        _wait_checkpointed_chunks(app, accepted["job_id"], 1, workers)
+        servers[0].stop()
+        time.sleep(2)
+        servers.append(
+            TritonServer(
+                MODEL_REPOSITORY, ports=ports, models=models, log_path=tmp_path / "triton-2.log"
+            ).start()
+        )
+        job = wait_job(client, h, accepted["job_id"], workers)
+        _check_whole(client, h, app, accepted["session_id"], accepted["job_id"], texts)
+        if job["attempt"] > 1:  # the outage outlasted the client's retries: the job resumed
+            assert job["result"]["resumed_chunks"] >= 1
+    finally:
+        for server in servers:
+            server.stop()
