@@ -134,6 +134,15 @@ class _Progress:
         self.ctx.report(self.done(), PROGRESS_TOTAL, stage)
 
 
+def _drop_partials(services: JobServices, ctx: JobContext, saved: dict[str, Any], workdir: Path) -> None:
+    """The job is over: its checkpoint blobs and its work folder go."""
+    try:
+        services.blobs.delete([p for p in [*saved["chunks"], saved["diarization"]] if p])
+    except Exception:
+        log.warning("job %s: removing its checkpoint blobs failed", ctx.job_id, exc_info=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _source_file(services: JobServices, audio: AudioFile, workdir: Path) -> Path:
     """The uploaded file on this machine: the blob's own file (local store) or a download."""
     local = services.blobs.local_file(audio.storage_path)
@@ -253,11 +262,11 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         if not e.retryable or ctx.attempt >= ctx.max_attempts:
             error = f"{e.code}: {e.message}"
             _set_outcome(services, ctx, audio_file_id, error)
-            shutil.rmtree(workdir, ignore_errors=True)
+            _drop_partials(services, ctx, saved, workdir)
         raise
     except JobCancelled:
         _set_outcome(services, ctx, audio_file_id, None)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _drop_partials(services, ctx, saved, workdir)
         raise
 
     ctx.check()
@@ -289,12 +298,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         return _result(row)
 
     out = tcrud.store_retrying(services.db, store)
-    # the partial results are in the transcription now
-    try:
-        services.blobs.delete([p for p in [*saved["chunks"], saved["diarization"]] if p])
-    except Exception:
-        log.warning("job %s: removing its checkpoint blobs failed", ctx.job_id, exc_info=True)
-    shutil.rmtree(workdir, ignore_errors=True)
+    _drop_partials(services, ctx, saved, workdir)  # the partial results are in the transcription now
     return {
         **out,
         "duration_seconds": result.transcript.duration,
