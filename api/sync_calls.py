@@ -64,6 +64,12 @@ class SyncCallError(Exception):
         self.param = param
 
 
+def multipart_body(properties: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads a multipart form itself (the fields documented)."""
+    schema = {"type": "object", "required": list(required), "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def sync_body_limit(settings: Settings) -> int:
     """The body limit of the synchronous routes, derived from ``sync_max_audio_seconds``."""
     return int(settings.sync_max_audio_seconds * SYNC_BYTES_PER_SECOND) + BODY_OVERHEAD_BYTES

@@ -35,6 +35,7 @@ from api.sync_calls import (
     check_language,
     decode_upload,
     diarize,
+    multipart_body,
     record_call,
     stt_model_name,
     transcribe,
@@ -177,24 +178,14 @@ async def transcribe_direct(body: TranscribeRequest, ctx: Ctx, principal: Caller
     )
 
 
-_DIARIZE_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "session_id": {"type": "string", "maxLength": 64},
-                        "num_speakers": {"type": "integer", "minimum": 1, "maximum": 20},
-                    },
-                }
-            }
-        },
-    }
-}
+_DIARIZE_FORM = multipart_body(
+    {
+        "file": {"type": "string", "format": "binary"},
+        "session_id": {"type": "string", "maxLength": 64},
+        "num_speakers": {"type": "integer", "minimum": 1, "maximum": 20},
+    },
+    ["file"],
+)
 
 
 @router.post(DIARIZE_PATH, response_model=DiarizeResponse, responses=_FAILURES, openapi_extra=_DIARIZE_FORM)

@@ -32,6 +32,7 @@ from api.sync_calls import (
     SyncCallError,
     check_language,
     decode_upload,
+    multipart_body,
     record_call,
     segment_confidence,
     stt_model_name,
@@ -106,31 +107,21 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     502: {"description": "the inference server failed the request", "content": _ERROR_SCHEMA},
     503: {"description": "the inference server is down or not serving the models", "content": _ERROR_SCHEMA},
 }
-_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "model"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "model": {"type": "string"},
-                        "language": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
-                        "temperature": {"type": "number"},
-                        "timestamp_granularities[]": {
-                            "type": "array",
-                            "items": {"type": "string", "enum": list(GRANULARITIES)},
-                        },
-                    },
-                }
-            }
+_FORM = multipart_body(
+    {
+        "file": {"type": "string", "format": "binary"},
+        "model": {"type": "string"},
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
+        "temperature": {"type": "number"},
+        "timestamp_granularities[]": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(GRANULARITIES)},
         },
-    }
-}
+    },
+    ["file", "model"],
+)
 
 
 # -- response shapes --------------------------------------------------------------------------------

@@ -38,6 +38,17 @@ def speech_repository(dest: Path) -> tuple[Path, Path]:
     return dest, artifacts
 
 
+TEXTS = ["the meeting starts at nine", "thank you for listening"]
+"""Two of the ASR fixture's English clips that it transcribes exactly under VAD's margins, with ITN
+on (as these routes transcribe) or off."""
+
+
+def speech(gaps_s: list[float]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The :data:`TEXTS` clips laid out with these silences (:func:`lay_out`)."""
+    clips = fixture_clips()
+    return lay_out([clips[t] for t in TEXTS], gaps_s)
+
+
 def fixture_clips() -> dict[str, np.ndarray]:
     data = np.load(MODEL_REPOSITORY / ASR.NAME / "1" / "fixture_clips.npz", allow_pickle=False)
     meta = json.loads(str(data["meta"]))
@@ -59,26 +70,14 @@ def lay_out(clips: list[np.ndarray], gaps_s: list[float]) -> tuple[np.ndarray, l
     return np.concatenate(parts), spans
 
 
-def wav_bytes(x: np.ndarray, rate: int = SAMPLE_RATE, codec: str = "pcm_f32le") -> bytes:
-    """``x`` as a WAV file (float32 keeps the samples exactly)."""
-    import io
+def wav_bytes(x: np.ndarray) -> bytes:
+    """``x`` (16 kHz mono float) as a float32 WAV file: the samples exactly."""
+    import tempfile
 
-    import av
+    from tests.test_transcription import write_audio
 
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="wav") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        fmt = "flt" if codec == "pcm_f32le" else "s16"
-        pcm = x.astype(np.float32) if fmt == "flt" else (np.clip(x, -1, 1) * 32767).astype(np.int16)
-        for i in range(0, pcm.size, 4096):
-            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 4096], format=fmt, layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_audio(Path(tmp) / "a.wav", x, "wav", "pcm_f32le").read_bytes()
 
 
 @dataclass
@@ -140,6 +139,18 @@ def stored_transcription(app, session_id) -> tuple[object, object]:
         current = current_transcription(s, sid)
         s.expunge_all()
         return session, current
+
+
+@contextmanager
+def speech_app(tmp_path_factory) -> Iterator[Served]:
+    """A tritonserver of :func:`speech_repository` and the app on loopback against it, with a user
+    and an API key (:class:`Served`): what a test module's ``served`` fixture yields."""
+    from serving.launcher import TritonServer
+
+    repo, params = speech_repository(tmp_path_factory.mktemp("speech_repo"))
+    with TritonServer(repo) as server:
+        with served_app(tmp_path_factory.mktemp("sync_api"), server.ports.grpc_url, params) as s:
+            yield s
 
 
 def closed_port_url() -> str:

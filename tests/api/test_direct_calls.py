@@ -13,41 +13,20 @@ import pytest
 from scipy.signal import resample_poly
 
 from speechlib.interfaces import SAMPLE_RATE
-from tests.api.sync_helpers import (
-    SYNC_LIMIT_S,
-    closed_port_url,
-    fixture_clips,
-    lay_out,
-    served_app,
-    speech_repository,
-    stored_transcription,
-    wav_bytes,
-)
+from tests.api import sync_helpers as sh
+from tests.api.sync_helpers import SYNC_LIMIT_S, TEXTS, served_app, stored_transcription, wav_bytes
 from tests.diarization_helpers import frame_der
 
-TEXTS = ["the meeting starts at nine", "thank you for listening"]
-
 
 @pytest.fixture(scope="module")
-def triton_speech(tmp_path_factory):
-    from serving.launcher import TritonServer
-
-    repo, params = speech_repository(tmp_path_factory.mktemp("speech_repo"))
-    with TritonServer(repo) as server:
-        yield server, params
-
-
-@pytest.fixture(scope="module")
-def served(triton_speech, tmp_path_factory):
-    server, params = triton_speech
-    with served_app(tmp_path_factory.mktemp("direct_api"), server.ports.grpc_url, params) as s:
+def served(tmp_path_factory):
+    with sh.speech_app(tmp_path_factory) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def speech():
-    clips = fixture_clips()
-    return lay_out([clips[t] for t in TEXTS], [0.8, 1.5, 1.0])
+    return sh.speech([0.8, 1.5, 1.0])
 
 
 def post(served, path: str, **kwargs) -> httpx.Response:
@@ -224,7 +203,7 @@ def test_diarize_file_mistakes(served):
 
 def test_triton_down_is_503(tmp_path, speech):
     x, _ = speech
-    with served_app(tmp_path, closed_port_url(), None) as down:
+    with served_app(tmp_path, sh.closed_port_url(), None) as down:
         r = transcribe(down, x[: SAMPLE_RATE * 2])
         assert r.status_code == 503 and r.json()["success"] is False
         r = post(down, "/diarize-file", files={"file": ("a.wav", wav_bytes(x[: SAMPLE_RATE * 2]))})

@@ -21,39 +21,26 @@ from inference_client.audio import decode_audio
 from speechlib.interfaces import SAMPLE_RATE
 from tests.api.sync_helpers import (
     SYNC_LIMIT_S,
+    TEXTS,
     closed_port_url,
-    fixture_clips,
-    lay_out,
     served_app,
-    speech_repository,
+    speech_app,
     stored_transcription,
     wav_bytes,
 )
+from tests.api.sync_helpers import speech as clips_with_silences
 from tests.diarization_helpers import frame_der
 
-TEXTS = ["the meeting starts at nine", "thank you for listening"]
-
 
 @pytest.fixture(scope="module")
-def triton_speech(tmp_path_factory):
-    from serving.launcher import TritonServer
-
-    repo, params = speech_repository(tmp_path_factory.mktemp("speech_repo"))
-    with TritonServer(repo) as server:
-        yield server, params
-
-
-@pytest.fixture(scope="module")
-def served(triton_speech, tmp_path_factory):
-    server, params = triton_speech
-    with served_app(tmp_path_factory.mktemp("openai_api"), server.ports.grpc_url, params) as s:
+def served(tmp_path_factory):
+    with speech_app(tmp_path_factory) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def speech():
-    clips = fixture_clips()
-    x, spans = lay_out([clips[t] for t in TEXTS], [1.0, 1.5, 1.0])
+    x, spans = clips_with_silences([1.0, 1.5, 1.0])
     return wav_bytes(x), spans, x.size / SAMPLE_RATE
 
 
