@@ -25,7 +25,19 @@ from api.core.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
 )
-from api.routes import api_keys, auth, direct, jobs, openai_compat, ops, sessions, transcriptions, users
+from api.routes import (
+    api_keys,
+    auth,
+    direct,
+    jobs,
+    openai_compat,
+    ops,
+    sessions,
+    summaries,
+    templates,
+    transcriptions,
+    users,
+)
 from api.sync_calls import sync_body_limit
 
 log = logging.getLogger("api")
@@ -140,6 +152,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         transcriptions.batch_router,
         transcriptions.router,
         direct.router,
+        summaries.router,
+        templates.router,
     ):
         app.include_router(router, dependencies=documented_auth, responses=COMMON_RESPONSES)
     app.include_router(ops.router)

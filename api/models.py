@@ -307,6 +307,7 @@ class AISummary(Base):
     __tablename__ = "ai_summaries"
     __table_args__ = (
         CheckConstraint("quality_rating IS NULL OR quality_rating BETWEEN 1 AND 5", name="quality"),
+        CheckConstraint("source IN ('generated', 'edit')", name="source"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -340,6 +341,20 @@ class AISummary(Base):
     quality_rating: Mapped[int | None] = mapped_column(Integer)
     template_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("summary_templates.id", ondelete="SET NULL")
+    )
+    # History (0005): every generation or edit adds a row; none is overwritten.
+    decisions: Mapped[list[Any]] = mapped_column(
+        JSONType, nullable=False, default=list, server_default=text("'[]'")
+    )
+    language: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="generated", server_default="generated"
+    )  # generated | edit
+    job_id: Mapped[uuid.UUID | None] = mapped_column(  # one summary per job
+        Uuid, ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(  # the summary an edit was made from
+        Uuid, ForeignKey("ai_summaries.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()

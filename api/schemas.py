@@ -594,3 +594,182 @@ class TranscriptionPatch(_Edit):
 class SpeakerRename(_Edit):
     speaker: SpeakerName = Field(description="the label to rename, e.g. SPEAKER_00")
     name: SpeakerName = Field(description="the new name (renaming onto an existing speaker merges them)")
+
+
+# ------------------------------------------------------------------ summaries, titles, templates
+MAX_TEMPLATE_CHARS = 20_000
+MAX_SUMMARY_CHARS = 200_000
+MAX_SUMMARY_ITEMS = 500
+
+
+class TemplateCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text | None = Field(None, max_length=2000)
+    template_content: Text = Field(
+        min_length=1,
+        max_length=MAX_TEMPLATE_CHARS,
+        description="a Markdown outline (headings with guidance), optionally with {placeholders}",
+    )
+    category: Text | None = Field(None, max_length=100)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    is_active: bool = True
+
+
+class TemplateUpdate(BaseModel):
+    """Partial update: a field left out is unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = OptionalField(min_length=1, max_length=200)
+    description: Text | None = Field(None, max_length=2000)
+    template_content: Text = OptionalField(min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    category: Text | None = Field(None, max_length=100)
+    tags: list[Tag] = OptionalField(max_length=MAX_TAGS)
+    is_active: bool = OptionalField()
+
+
+class TemplateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    user_id: uuid.UUID | None
+    name: str
+    description: str | None
+    template_content: str
+    category: str | None
+    tags: list[Any]
+    is_default: bool
+    is_active: bool
+    is_system_template: bool
+    usage_count: int
+    placeholders: list[str] = Field(default_factory=list, description="the {placeholders} in the content")
+    is_user_default: bool = Field(False, description="the caller's default template (preferences)")
+    created_at: datetime
+    updated_at: datetime
+
+
+class SummarizeIn(BaseModel):
+    """The original's ``POST /api/v1/summarize`` body."""
+
+    transcription_text: Text = Field(min_length=1, max_length=MAX_SUMMARY_CHARS)
+    template_id: uuid.UUID | None = None
+    language: Language | None = Field(None, description="output language; default: the transcript's")
+
+
+class TitleIn(BaseModel):
+    """The original's ``POST /api/v1/generate-title`` body."""
+
+    transcription_text: Text = Field(min_length=1, max_length=MAX_SUMMARY_CHARS)
+    summary_text: Text | None = Field(None, max_length=MAX_SUMMARY_CHARS)
+    language: Language | None = None
+
+
+class ActionItemOut(BaseModel):
+    task: str
+    owner: str | None = None
+    due: str | None = None
+
+
+class ActionItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: Text = Field(min_length=1, max_length=5000)
+    owner: Text | None = Field(None, max_length=200)
+    due: Text | None = Field(None, max_length=200)
+
+
+class LLMUsageOut(BaseModel):
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    calls: int
+    cost_usd: float
+    processing_time_ms: int
+    map_calls: int = 0
+
+
+class SummarizeOut(BaseModel):
+    summary: str
+    key_points: list[str]
+    action_items: list[ActionItemOut]
+    decisions: list[str]
+    language: str | None
+    template_id: uuid.UUID | None
+    metadata: LLMUsageOut
+
+
+class TitleOut(BaseModel):
+    title: str
+    metadata: LLMUsageOut
+
+
+class LLMUnavailableOut(BaseModel):
+    error: str
+    tried: list[str]
+    hint: str
+
+
+class SummaryJobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template_id: uuid.UUID | None = Field(
+        None, description="default: the session's template, then the user's default, then the system default"
+    )
+    language: Language | None = Field(None, description="output language; default: the transcript's")
+
+
+class SummaryJobOut(BaseModel):
+    job_id: uuid.UUID
+    session_id: uuid.UUID
+    status: JobStatus
+
+
+def _json_list(v: Any) -> Any:
+    return v if isinstance(v, list) else []
+
+
+class SummaryOut(BaseModel):
+    """One stored summary version (newest first in lists; none is ever overwritten)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    transcription_id: uuid.UUID | None
+    summary: str
+    key_points: list[Any]
+    action_items: list[Any]
+    decisions: list[Any]
+    language: str | None
+    template_id: uuid.UUID | None
+    source: str
+    parent_id: uuid.UUID | None
+    job_id: uuid.UUID | None
+    ai_model: str | None
+    ai_provider: str | None
+    processing_time_ms: int | None
+    token_usage: dict[str, Any]
+    cost_cents: float | None
+    created_at: datetime
+
+    _lists = field_validator("key_points", "action_items", "decisions", mode="before")(_json_list)
+
+
+class SummaryEdit(BaseModel):
+    """An edit: stored as a new version made from ``base_id`` (the latest if left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_id: uuid.UUID | None = None
+    summary: Text = Field(min_length=1, max_length=MAX_SUMMARY_CHARS)
+    key_points: list[Annotated[Text, StringConstraints(max_length=5000)]] = OptionalField(
+        max_length=MAX_SUMMARY_ITEMS
+    )
+    action_items: list[ActionItemIn] = OptionalField(max_length=MAX_SUMMARY_ITEMS)
+    decisions: list[Annotated[Text, StringConstraints(max_length=5000)]] = OptionalField(
+        max_length=MAX_SUMMARY_ITEMS
+    )

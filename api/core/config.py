@@ -132,6 +132,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # --- LLM summaries and titles (docs/summaries.md): the LiteLLM router's YAML file
+    llm_config: Path | None = None  # empty: config/llm.yaml of this checkout
+
     _split = field_validator(
         "cors_origins", "triton_models", "health_optional", "extra_job_modules", mode="before"
     )(_split_csv)
@@ -154,7 +157,7 @@ class Settings(BaseSettings):
         return v
 
     _empty_is_default = field_validator(
-        "queue_sqlite_path", "blob_dir", "diarization_params_dir", mode="before"
+        "queue_sqlite_path", "blob_dir", "diarization_params_dir", "llm_config", mode="before"
     )(
         lambda v: None if v == "" else v
     )

@@ -1,0 +1,207 @@
+"""One LiteLLM ``Router`` over the configured models, and what summaries need of it: a chat call
+that returns text with its tokens and cost (LiteLLM's own accounting), the prompt budget, a token
+counter that works offline, and one error for "no model answered" (:class:`LLMUnavailable`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import api.llm  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
+from api.llm.config import LLMConfig, ModelEntry, load_config
+
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")  # bundled tokenizers/catalogs, never fetched
+import litellm  # noqa: E402
+from litellm import Router  # noqa: E402
+
+litellm.disable_hf_tokenizer_download = True  # token counts from the bundled tiktoken encoding
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+
+log = logging.getLogger("api.llm")
+
+HINT = (
+    "enable a model in the LLM configuration (LLM_CONFIG, default config/llm.yaml) and set its API "
+    "key's environment variable, or start the local model (make run)"
+)
+
+
+class LLMUnavailable(Exception):
+    """No configured model answered (after retries and fallbacks). ``tried``: the models tried, in
+    order; ``hint``: what the operator can do."""
+
+    def __init__(self, error: str, tried: list[str], hint: str = HINT):
+        super().__init__(error)
+        self.error = error
+        self.tried = tried
+        self.hint = hint
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "tried": self.tried, "hint": self.hint}
+
+
+@dataclass
+class Usage:
+    """Tokens and cost (USD) of one or more calls, as LiteLLM accounted them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+    models: list[str] = field(default_factory=list)
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.calls += other.calls
+        self.models += [m for m in other.models if m not in self.models]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "calls": self.calls,
+            "cost_usd": self.cost_usd,
+        }
+
+
+@dataclass
+class Reply:
+    text: str
+    model: str  # the configured name of the model that answered
+    provider: str
+    usage: Usage
+
+
+def _deployment(m: ModelEntry, default_timeout: float) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": m.model, "timeout": m.timeout or default_timeout}
+    if m.api_base:
+        params["api_base"] = m.api_base
+    key = m.api_key()
+    # OpenAI-compatible servers without auth still need some key for the client
+    params["api_key"] = key if key else ("none" if m.api_base else None)
+    if params["api_key"] is None:
+        del params["api_key"]
+    if m.input_cost_per_token is not None:
+        params["input_cost_per_token"] = m.input_cost_per_token
+    if m.output_cost_per_token is not None:
+        params["output_cost_per_token"] = m.output_cost_per_token
+    return {
+        "model_name": m.name,
+        "litellm_params": params,
+        "model_info": {"id": m.name, "max_input_tokens": m.max_input_tokens},
+    }
+
+
+class LLM:
+    """The configured models behind one Router: ``complete`` tries them in priority order."""
+
+    def __init__(self, config: LLMConfig):
+        self.config = config
+        self.models, self.skipped = config.usable()
+        self.router: Router | None = None
+        if self.models:
+            r = config.router
+            names = [m.name for m in self.models]
+            self.router = Router(
+                model_list=[_deployment(m, r.timeout) for m in self.models],
+                fallbacks=[{names[0]: names[1:]}] if len(names) > 1 else [],
+                num_retries=r.num_retries,
+                retry_after=r.retry_after,
+                timeout=r.timeout,
+            )
+
+    @property
+    def available(self) -> bool:
+        return bool(self.models)
+
+    @property
+    def max_output_tokens(self) -> int:
+        return self.config.router.max_output_tokens
+
+    @property
+    def prompt_budget(self) -> int:
+        """Tokens a prompt may have so that every enabled model takes it with room for the answer."""
+        smallest = min(m.max_input_tokens for m in self.models)
+        return max(128, smallest - self.max_output_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (LiteLLM's counter with the bundled encoding: no download)."""
+        model = self.models[0].model if self.models else "gpt-4o"
+        return litellm.token_counter(model=model, text=text)
+
+    def _hint(self) -> str:
+        return HINT + (f" (left out: {'; '.join(self.skipped)})" if self.skipped else "")
+
+    def require(self) -> None:
+        """Raises :class:`LLMUnavailable` when no model is usable (none enabled, or keys unset)."""
+        if not self.models:
+            raise LLMUnavailable("no LLM model is enabled", [], self._hint())
+
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int | None = None) -> Reply:
+        """One chat completion through the router (retries, then the next model). Raises
+        :class:`LLMUnavailable` when no model answers."""
+        self.require()
+        assert self.router is not None
+        first = self.models[0].name
+        try:
+            resp = self.router.completion(
+                model=first, messages=messages, max_tokens=max_tokens or self.max_output_tokens
+            )
+        except Exception as e:  # every provider failed: LiteLLM raises the last error
+            tried = [m.name for m in self.models]
+            log.warning("no LLM answered (tried %s): %s: %s", tried, type(e).__name__, e)
+            raise LLMUnavailable(
+                f"no LLM model answered (last error: {type(e).__name__})", tried, self._hint()
+            ) from e
+        hidden = getattr(resp, "_hidden_params", {}) or {}
+        info = hidden.get("model_id") or ""
+        answered = next((m for m in self.models if m.name == info), None)
+        if answered is None:
+            answered = next((m for m in self.models if m.model.endswith(str(resp.model))), self.models[0])
+        usage = getattr(resp, "usage", None)
+        cost = hidden.get("response_cost")
+        if cost is None:
+            cost = litellm.completion_cost(completion_response=resp)
+        text = resp.choices[0].message.content or ""
+        return Reply(
+            text=text,
+            model=answered.name,
+            provider=answered.model.split("/", 1)[0],
+            usage=Usage(
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                cost_usd=float(cost or 0.0),
+                calls=1,
+                models=[answered.name],
+            ),
+        )
+
+
+_cache: dict[tuple[str, int], LLM] = {}
+_lock = threading.Lock()
+
+
+def get_llm(config_path: Path | str | None) -> LLM:
+    """The process's LLM for this file, rebuilt when the file changes."""
+    from api.llm.config import DEFAULT_CONFIG
+
+    path = Path(config_path) if config_path else DEFAULT_CONFIG
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    with _lock:
+        llm = _cache.get(key)
+        if llm is None:
+            llm = LLM(load_config(path))
+            _cache[key] = llm
+        return llm
+
+
+def monotonic_ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
