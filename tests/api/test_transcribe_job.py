@@ -16,12 +16,14 @@ from api.crud import transcriptions as tcrud
 from api.db.session import Database
 from api.inference import WorkerInference
 from api.jobs.kinds import load_job_modules
-from api.jobs.runner import JobExecutor, JobServices
+from api.jobs.runner import JobExecutor, JobServices, RetryLater
 from api.jobs.store import JobStore
 from api.models import AudioFile, Job, RecordingSession, Transcription, User
 from api.transcribe_job import KIND, job_params
 from speechlib.transcript import Segment, Transcript
 from tests.api.conftest import make_settings
+from tests.api.fakes import FakeStorage, serve
+from tests.api.test_transcription_api import wav_bytes
 
 
 @pytest.fixture
@@ -85,6 +87,44 @@ def test_undecodable_audio_fails_the_job_at_once_with_the_decoders_code(services
     status, code, attempt, session_status, audio = _state(services, session_id, audio_id, job_id)
     assert (status, code, attempt, session_status) == ("failed", "not_audio", 1, "failed")
     assert audio.processing_status == "failed" and audio.error_message.startswith("not_audio: ")
+
+
+def test_on_supabase_storage_the_job_downloads_the_blob_and_triton_down_is_retried(tmp_path, sqlite_url):
+    """A worker without the blob's file (remote store) downloads it into the job's work folder and
+    decodes it there; Triton not answering is a retryable failure: the job goes back to the queue
+    (``triton_unavailable``), the session stays ``processing`` and the work folder (download and
+    decoded audio) is kept for the next attempt."""
+    key = "service-role-key-for-tests"
+    fake = FakeStorage(key)
+    with serve(fake) as url:
+        settings = make_settings(
+            tmp_path / "data",
+            database_url=sqlite_url,
+            blob_backend="supabase",
+            supabase_url=url,
+            supabase_service_role_key=key,
+            triton_grpc_url="127.0.0.1:9",  # nothing listens there
+        )
+        db = Database(sqlite_url)
+        services = JobServices(settings, db, make_blob_store(settings), WorkerInference(settings))
+        try:
+            data = wav_bytes(2.0)
+            session_id, audio_id, job_id = _session_with_audio(services, data)
+            with pytest.raises(RetryLater):
+                _executor(services).run(job_id)
+            status, code, attempt, session_status, audio = _state(services, session_id, audio_id, job_id)
+            assert (status, code, attempt, session_status) == (
+                "queued",
+                "triton_unavailable",
+                1,
+                "processing",
+            )
+            workdir = settings.data_dir / "jobs" / str(job_id)
+            assert (workdir / "source.wav").read_bytes() == data
+            assert (workdir / "audio.f32").stat().st_size == 2 * 16000 * 4  # decoded, float32
+        finally:
+            services.inference.close()
+            db.dispose()
 
 
 def test_a_failed_retranscription_keeps_the_current_transcript(services):
