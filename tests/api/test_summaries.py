@@ -15,19 +15,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.blobstore import make_blob_store
-from api.crud import transcriptions as tcrud
-from api.inference import WorkerInference
-from api.jobs.kinds import load_job_modules
-from api.jobs.runner import JobExecutor, JobServices
-from api.jobs.store import JobStore
-from api.main import create_app
-from api.models import RecordingSession
-from speechlib.transcript import Segment, Transcript
-from tests.api.conftest import make_settings, register
+from speechlib.transcript import Segment
+from tests.api.conftest import register
 from tests.api.fake_llm import FakeLLM, count_tokens, model_entry, write_config
+from tests.api.summary_env import env_factory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,65 +48,10 @@ def _segments(n: int = 2) -> list[Segment]:
     return base[:n]
 
 
-class Env:
-    """An app with a user and a transcribed session, and a worker executor in this process."""
-
-    def __init__(self, tmp_path: Path, db_url: str, config: Path):
-        self.settings = make_settings(tmp_path / "data", database_url=db_url, llm_config=config)
-        self.app = create_app(self.settings)
-        self.client = TestClient(self.app, raise_server_exceptions=False).__enter__()
-        self.user = register(self.client)
-        self.h = self.user["headers"]
-        ctx = self.app.state.ctx
-        inference = WorkerInference(self.settings)
-        self.services = JobServices(self.settings, ctx.db, make_blob_store(self.settings), inference)
-        self.executor = JobExecutor(
-            JobStore(ctx.db), load_job_modules(), heartbeat_seconds=5, services=self.services
-        )
-
-    def session(self, segments: list[Segment], language: str = "en", template_id: str | None = None) -> str:
-        body = {"title": "kickoff", "language": language}
-        if template_id:
-            body["template_id"] = template_id
-        r = self.client.post("/api/v1/sessions/", json=body, headers=self.h)
-        assert r.status_code == 201, r.text
-        sid = uuid.UUID(r.json()["id"])
-        with self.app.state.ctx.db.session() as s:
-            tcrud.save_transcription(
-                s,
-                session=s.get(RecordingSession, sid),
-                transcript=Transcript.from_segments(segments, language=language),
-                source="batch",
-            )
-        return str(sid)
-
-    def summarize(self, sid: str, **body) -> dict:
-        r = self.client.post(f"/api/v1/sessions/{sid}/summary", json=body, headers=self.h)
-        assert r.status_code == 202, r.text
-        job_id = r.json()["job_id"]
-        try:
-            self.executor.run(job_id)
-        except Exception:  # RetryLater for a retryable failure: the job says why
-            pass
-        return self.client.get(f"/api/v1/jobs/{job_id}", headers=self.h).json()
-
-    def close(self) -> None:
-        self.services.inference.close()
-        self.client.__exit__(None, None, None)
-
-
 @pytest.fixture
 def make_env(tmp_path, sqlite_url):
-    envs = []
-
-    def make(config: Path, db_url: str | None = None) -> Env:
-        env = Env(tmp_path / f"e{len(envs)}", db_url or sqlite_url, config)
-        envs.append(env)
-        return env
-
-    yield make
-    for env in envs:
-        env.close()
+    with env_factory(tmp_path, sqlite_url) as make:
+        yield make
 
 
 def test_litellm_never_touches_the_network_at_import_or_for_token_counts():
