@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from api.crud.transcriptions import current_transcription, transcript_of
 from api.jobs.kinds import JobError, job_kind
 from api.llm.client import LLMUnavailable, get_llm
-from api.llm.summarize import MalformedOutput, Summarizer, SummaryResult, transcript_lines
+from api.llm.summarize import MalformedOutput, Summarizer, transcript_lines
 from api.models import AISummary, RecordingSession, SummaryTemplate, User
 
 KIND = "summarize"
@@ -67,13 +67,14 @@ def template_text(template: SummaryTemplate | None) -> str:
     return template.template_content if template is not None else FALLBACK_TEMPLATE
 
 
-def usage_record(result: SummaryResult, elapsed_ms: int) -> dict[str, Any]:
+def usage_record(summarizer: Summarizer, elapsed_ms: int) -> dict[str, Any]:
+    """What a request's calls used (the ``metadata`` of an answer, ``token_usage`` of a summary)."""
     return {
-        "model": result.model,
-        "provider": result.provider,
-        **result.usage.as_dict(),
+        "model": summarizer.last_model,
+        "provider": summarizer.last_provider,
+        **summarizer.usage.as_dict(),
         "processing_time_ms": elapsed_ms,
-        "map_calls": result.map_calls,
+        "map_calls": summarizer.map_calls,
     }
 
 
@@ -152,7 +153,7 @@ def summarize_session(ctx) -> dict[str, Any]:
             ai_model=result.model,
             ai_provider=result.provider,
             processing_time_ms=elapsed,
-            token_usage=usage_record(result, elapsed),
+            token_usage=usage_record(summarizer, elapsed),
             cost_cents=result.usage.cost_usd * 100,
             template_id=used_template,
             language=language,

@@ -16,13 +16,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.core.security import Principal, Scope
-from api.crud import sessions as session_crud
 from api.crud.transcriptions import current_transcription
 from api.deps import DB, Ctx, require_scopes
 from api.jobs.service import submit_job
 from api.llm.client import LLMUnavailable, get_llm
 from api.llm.summarize import MalformedOutput, Summarizer, text_lines
-from api.models import AISummary, Job, RecordingSession
+from api.models import AISummary, Job
+from api.routes.sessions import _owned
 from api.routes.transcriptions import ACTIVE
 from api.schemas import (
     LLMUnavailableOut,
@@ -77,8 +77,9 @@ def summarize(body: SummarizeIn, db: DB, ctx: Ctx, principal: Summarizing) -> An
     db.rollback()  # no transaction held open during the model calls
     language = llm_language(body.language)
     started = time.monotonic()
+    summarizer = Summarizer(get_llm(ctx.settings.llm_config))
     try:
-        result = Summarizer(get_llm(ctx.settings.llm_config)).summarize(
+        result = summarizer.summarize(
             text_lines(body.transcription_text), language=language, template=outline
         )
     except LLMUnavailable as e:
@@ -90,7 +91,7 @@ def summarize(body: SummarizeIn, db: DB, ctx: Ctx, principal: Summarizing) -> An
         **result.as_dict(),
         language=language,
         template_id=template_id,
-        metadata=usage_record(result, elapsed),
+        metadata=usage_record(summarizer, elapsed),
     )
 
 
@@ -107,22 +108,7 @@ def generate_title(body: TitleIn, ctx: Ctx, principal: Summarizing) -> Any:
         )
     except LLMUnavailable as e:
         return _unavailable(e)
-    elapsed = int((time.monotonic() - started) * 1000)
-    usage = {
-        "model": summarizer.last_model,
-        "provider": summarizer.last_provider,
-        **summarizer.usage.as_dict(),
-        "processing_time_ms": elapsed,
-        "map_calls": summarizer.map_calls,
-    }
-    return TitleOut(title=title, metadata=usage)
-
-
-def _owned(db, principal: Principal, session_id: uuid.UUID) -> RecordingSession:
-    session = session_crud.get_owned(db, principal.user_id, session_id)
-    if session is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
-    return session
+    return TitleOut(title=title, metadata=usage_record(summarizer, int((time.monotonic() - started) * 1000)))
 
 
 @router.post(
