@@ -74,6 +74,19 @@ Language = Annotated[
 ]
 
 
+def _transcribable(v: str | None) -> str | None:
+    if v is not None:
+        from speechlib.languages import normalize_language
+
+        normalize_language(v)  # ValueError naming the supported codes
+    return v
+
+
+SessionLanguage = Annotated[Language, AfterValidator(_transcribable)]
+"""A recording's language: one the recognizer knows (the one mapping, :mod:`speechlib.languages`),
+kept as sent (``zh-CN`` stays ``zh-CN``)."""
+
+
 def _check_json(value: Any, max_bytes: int, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
@@ -193,7 +206,7 @@ class PreferencesIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    default_language: Language = OptionalField()
+    default_language: SessionLanguage = OptionalField()
     default_template_id: uuid.UUID | None = None
     auto_summary: bool = OptionalField()
 
@@ -235,7 +248,9 @@ class UserProfileOut(BaseModel):
 class SessionCreate(BaseModel):
     title: Text | None = Field(None, max_length=500)
     description: Text | None = Field(None, max_length=10000)
-    language: Language | None = Field(None, description="default: the user's default_language preference")
+    language: SessionLanguage | None = Field(
+        None, description="default: the user's default_language preference"
+    )
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     template_id: uuid.UUID | None = None
     metadata: Metadata = Field(default_factory=dict)
@@ -248,7 +263,7 @@ class SessionUpdate(BaseModel):
     title: Text | None = Field(None, max_length=500)
     description: Text | None = Field(None, max_length=10000)
     status: SessionStatus = OptionalField()
-    language: Language = OptionalField()
+    language: SessionLanguage = OptionalField()
     tags: list[Tag] = OptionalField(max_length=MAX_TAGS)
     template_id: uuid.UUID | None = None
     metadata: Metadata = OptionalField()

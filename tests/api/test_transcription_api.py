@@ -403,3 +403,15 @@ def test_one_transcription_row_per_job_even_when_stored_twice(client, app, user_
         )
         assert again.id == row.id
         assert s.scalar(select(func.count()).select_from(Transcription)) == 1
+
+
+def test_session_language_is_one_the_recognizer_knows(client, user_a):
+    h = user_a["headers"]
+    for ok in ("zh-CN", "en-GB", "yue", "auto"):
+        assert client.post(S, json={"language": ok}, headers=h).json()["language"] == ok
+    sid = client.post(S, json={}, headers=h).json()["id"]
+    for bad in ("fr", "de-DE"):
+        assert client.post(S, json={"language": bad}, headers=h).status_code == 422
+        assert client.patch(f"{S}{sid}", json={"language": bad}, headers=h).status_code == 422
+        r = client.put("/api/v1/users/preferences", json={"default_language": bad}, headers=h)
+        assert r.status_code == 422
