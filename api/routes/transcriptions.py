@@ -25,7 +25,6 @@ from sqlalchemy.exc import IntegrityError
 
 from api.core.security import Principal, Scope
 from api.crud import audio as audio_crud
-from api.crud import sessions as session_crud
 from api.crud import transcriptions as tcrud
 from api.deps import DB, Ctx, require_scopes
 from api.jobs.service import submit_job
@@ -39,6 +38,7 @@ from api.models import (
     SessionStatus,
     Transcription,
 )
+from api.routes.sessions import _owned
 from api.schemas import (
     MAX_SPEAKERS,
     BatchOptions,
@@ -65,7 +65,6 @@ Writer = Annotated[Principal, require_scopes(Scope.SESSIONS_WRITE)]
 
 UPLOAD_FIELD = "audio_file"
 BATCH_FIELDS = ("title", "language", "num_speakers", "min_speakers", "max_speakers", "use_itn")
-NOT_FOUND = "session not found"
 NO_TRANSCRIPTION = "this session has no transcription yet"
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 FORMAT_ALIASES = {"markdown": "md", "webvtt": "vtt", "text": "txt", "subrip": "srt"}
@@ -217,13 +216,6 @@ async def batch_transcription(
             return _accepted(job, row.id, lang)
 
     return await stream_upload(request, UPLOAD_FIELD, limit, store)
-
-
-def _owned(db, principal: Principal, session_id: uuid.UUID) -> RecordingSession:
-    session = session_crud.get_owned(db, principal.user_id, session_id)
-    if session is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    return session
 
 
 @router.post(
