@@ -26,9 +26,10 @@ What runs (docs/benchmarks.md, "## Transcription (end to end)", has the numbers 
   process after the other (numpy 1 and 2 cannot share one process); reference time = the sum.
   Model loading is outside both sides' times (our server is started once; each pyannote process
   loads its pipeline and warms up on 30 s before its timed run).
-* Procedure: every side warmed up (ours: 30 s), then rounds ``r = 1..max(repeats)``: ours (if
-  ``r <= --repeats``), then the reference (if ``r <= --ref-repeats``), so outside load falls on both
-  alike; medians. ``uptime``'s load average is recorded at the start and the end.
+* Procedure: every side warmed up (ours: 30 s), then rounds ``r = 1..max(repeats)``: the reference
+  (if ``r <= --ref-repeats``), then ours (if ``r <= --repeats``), so outside load falls on both
+  alike; medians. The JSON is rewritten after every round (a run cut short keeps what it measured;
+  SIGTERM stops the servers and pools cleanly). ``uptime``'s load average is recorded at the start and the end.
 * Agreement: segments with identical VAD bounds and, of those, identical text (tags and spaces
   ignored) — ours the engine's ASR result per VAD segment (its chunk checkpoints, what the job
   stores), the reference's from funasr-onnx — and whether the stored transcript's whole text (its
@@ -50,6 +51,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -155,7 +157,7 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def memory_rows(repo: Path, settings, hours: list[float], work: Path) -> dict:
+def memory_rows(repo: Path, settings, hours: list[float], work: Path, save=None) -> dict:
     from serving.launcher import TritonServer
     from tests.memory import PeakRSS
 
@@ -175,8 +177,46 @@ def memory_rows(repo: Path, settings, hours: list[float], work: Path) -> dict:
                 "loadavg": loadavg(),
             }
             print(f"memory {h:g} h: {rows[f'{h:g} h']}", flush=True)
+            if save is not None:
+                save(rows)
             wav.unlink()
     return rows
+
+
+def speed_summary(ours_runs: list[dict], ref_runs: list[dict], audio_s: float) -> tuple[dict, bool]:
+    """Medians, ratio, text agreement and DER (from each side's last run); False when a side returned
+    no text or no speaker turns."""
+    from tests.diarization_helpers import frame_der
+
+    norm = asr_bench.normalize_text
+    ours_t = statistics.median(r["seconds"] for r in ours_runs)
+    ref_t = statistics.median(r["seconds"] for r in ref_runs)
+    o, f = ours_runs[-1], ref_runs[-1]
+    texts = [t for *_, t in o["segments"] if norm(t)]
+    ftexts = [t for *_, t in f["segments"] if norm(t)]
+    out = {
+        "audio_s": audio_s,
+        "ours_s": [round(r["seconds"], 2) for r in ours_runs],
+        "ours_timings": [r["timings"] for r in ours_runs],
+        "reference_s": [round(r["seconds"], 2) for r in ref_runs],
+        "reference_asr_s": [round(r["asr_seconds"], 2) for r in ref_runs],
+        "reference_diarization_s": [round(r["diarization_seconds"], 2) for r in ref_runs],
+        "pyannote_peak_rss_mib": f["pyannote_peak_rss_mib"],
+        "ours_median_s": ours_t,
+        "reference_median_s": ref_t,
+        "ratio": ref_t / ours_t,
+        "agreement": asr_bench.agreement([o["segments"]], [f["segments"]]),
+        "transcript_segments": o["transcript_segments"],
+        "same_whole_text": norm(o["transcript_text"]) == norm("".join(t for *_, t in f["segments"])),
+        "der_exclusive": frame_der(f["turns"], o["turns"]),
+        "speakers": {"ours": o["speakers"], "pyannote": f["speakers"]},
+        "texts": {"ours": len(texts), "reference": len(ftexts)},
+        "turns": {"ours": len(o["turns"]), "reference": len(f["turns"])},
+    }
+    ok = bool(texts and ftexts and o["turns"] and f["turns"])
+    if not ok:
+        print(f"ERROR: a side returned no text or no speakers: texts {out['texts']}, turns {out['turns']}")
+    return out, ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="tiny models, 30 s, one repeat (dry run)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # finally blocks stop tritonserver and the pools
     if args.quick:
         args.asr_artifact, args.diarization_artifact = "sensevoice_tiny", "pyannote_small"
         args.minutes, args.repeats, args.ref_repeats = 0.5, 1, 1
@@ -215,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     from inference_client.diarization import PipelineSettings
     from serving.launcher import TritonServer
     from tests.audio import write_wav
-    from tests.diarization_helpers import frame_der
 
     info = asr_bench.machine_info()
     # (the build re-exports an artifact whenever its code changed: --asr-dir / --diarization-dirs pin one)
@@ -249,19 +289,22 @@ def main(argv: list[str] | None = None) -> int:
             funasr = asr_bench.FunasrSide(audio, fa_asr, fa_vad, args.ks)  # forks before any gRPC
             ours_runs: list[dict] = []
             ref_runs: list[dict] = []
+            audio_s = len(audio) / SAMPLE_RATE
+
+            def report() -> None:  # after every round: what has run so far (partial if cut short)
+                nonlocal ok
+                if ours_runs and ref_runs:
+                    results["speed"], ok = speed_summary(ours_runs, ref_runs, audio_s)
+                    results["info"]["loadavg_now"] = loadavg()
+                    if args.json:
+                        args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
             try:
                 with TritonServer(repo, log_path=work / "triton.log") as server:
                     url = server.ports.grpc_url
                     run_ours(url, warm, settings)  # warm-up: every model's first requests
                     funasr.run([(0, min(len(audio), int(WARMUP_S * SAMPLE_RATE)))])
                     for r in range(max(args.repeats, ref_repeats)):
-                        if r < args.repeats:
-                            ours_runs.append(run_ours(url, wav, settings))
-                            print(
-                                f"round {r + 1}: ours {ours_runs[-1]['seconds']:.1f} s "
-                                f"{ours_runs[-1]['timings']} (load {loadavg()})",
-                                flush=True,
-                            )
                         if r < ref_repeats:
                             ref_runs.append(run_reference(funasr, len(audio), diar_source, wav, work))
                             last = ref_runs[-1]
@@ -271,67 +314,48 @@ def main(argv: list[str] | None = None) -> int:
                                 f" (load {loadavg()})",
                                 flush=True,
                             )
+                        if r < args.repeats:
+                            ours_runs.append(run_ours(url, wav, settings))
+                            print(
+                                f"round {r + 1}: ours {ours_runs[-1]['seconds']:.1f} s "
+                                f"{ours_runs[-1]['timings']} (load {loadavg()})",
+                                flush=True,
+                            )
+                        report()
             finally:
                 funasr.close()
-            ours_t = statistics.median(r["seconds"] for r in ours_runs)
-            ref_t = statistics.median(r["seconds"] for r in ref_runs)
-            o, f = ours_runs[-1], ref_runs[-1]
-            agree = asr_bench.agreement([o["segments"]], [f["segments"]])
-            der = frame_der(f["turns"], o["turns"])
-            norm = asr_bench.normalize_text
-            same_whole = norm(o["transcript_text"]) == norm("".join(t for *_, t in f["segments"]))
-            results["speed"] = {
-                "audio_s": len(audio) / SAMPLE_RATE,
-                "ours_s": [round(r["seconds"], 2) for r in ours_runs],
-                "ours_timings": [r["timings"] for r in ours_runs],
-                "reference_s": [round(r["seconds"], 2) for r in ref_runs],
-                "reference_asr_s": [round(r["asr_seconds"], 2) for r in ref_runs],
-                "reference_diarization_s": [round(r["diarization_seconds"], 2) for r in ref_runs],
-                "pyannote_peak_rss_mib": f["pyannote_peak_rss_mib"],
-                "ours_median_s": ours_t,
-                "reference_median_s": ref_t,
-                "ratio": ref_t / ours_t,
-                "agreement": agree,
-                "transcript_segments": o["transcript_segments"],
-                "same_whole_text": same_whole,
-                "der_exclusive": der,
-                "speakers": {"ours": o["speakers"], "pyannote": f["speakers"]},
-            }
-            texts = [t for *_, t in o["segments"] if asr_bench.normalize_text(t)]
-            ftexts = [t for *_, t in f["segments"] if asr_bench.normalize_text(t)]
-            results["speed"]["texts"] = {"ours": len(texts), "reference": len(ftexts)}
-            results["speed"]["turns"] = {"ours": len(o["turns"]), "reference": len(f["turns"])}
-            if not texts or not ftexts or not o["turns"] or not f["turns"]:
-                ok = False
-                print(
-                    f"ERROR: a side returned no text or no speakers: ours {len(texts)} texts, "
-                    f"{len(o['turns'])} turns; reference {len(ftexts)} texts, {len(f['turns'])} turns"
-                )
             s = results["speed"]
             print(
-                f"\n{s['audio_s'] / 60:.1f} min of audio; ours {args.asr_artifact} + {args.diarization_artifact}, "
+                f"\n{audio_s / 60:.1f} min of audio; ours {asr_dir.name} + {diar_dir.name}, "
                 f"{args.repeats} runs; reference {ref_repeats} runs"
             )
-            print(f"ours (Transcriber on Triton): median {ours_t:.1f} s, runs {s['ours_s']}")
+            print(f"ours (Transcriber on Triton): median {s['ours_median_s']:.1f} s, runs {s['ours_s']}")
             print(
-                f"reference (funasr-onnx + pyannote.audio): median {ref_t:.1f} s, runs {s['reference_s']} "
-                f"(ASR {s['reference_asr_s']}, diarization {s['reference_diarization_s']})"
+                f"reference (funasr-onnx + pyannote.audio): median {s['reference_median_s']:.1f} s, runs "
+                f"{s['reference_s']} (ASR {s['reference_asr_s']}, diarization {s['reference_diarization_s']})"
             )
             print(f"ratio: {s['ratio']:.2f}x (target >= 4x)")
+            agree = s["agreement"]
             print(
                 f"segments: ours {agree['ours']}, funasr-onnx {agree['funasr']}, same bounds "
                 f"{agree['same_bounds']}, same text {agree['same_text']}; the stored transcript "
-                f"({o['transcript_segments']} segments after speaker attribution) has the reference's whole "
-                f"text: {same_whole}"
+                f"({s['transcript_segments']} segments after speaker attribution) has the reference's whole "
+                f"text: {s['same_whole_text']}"
             )
             print(
-                f"DER between the speaker labelings (exclusive, pyannote as reference): {der:.2%} "
-                f"(target <= 2 %); speakers ours {o['speakers']}, pyannote {f['speakers']}"
+                f"DER between the speaker labelings (exclusive, pyannote as reference): "
+                f"{s['der_exclusive']:.2%} (target <= 2 %); speakers {s['speakers']}"
             )
         if hours:
             small = args.asr_artifact, args.diarization_artifact
             print(f"memory rows with {small[0]} + {small[1]}", flush=True)
-            results["memory"] = memory_rows(repo, settings, hours, work)
+
+            def save(rows: dict) -> None:
+                results["memory"] = rows
+                if args.json:
+                    args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+            results["memory"] = memory_rows(repo, settings, hours, work, save)
     results["info"]["loadavg_end"] = loadavg()
     print(f"load average at start {info['loadavg_start']}, at end {results['info']['loadavg_end']}")
     if args.json:
