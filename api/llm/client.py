@@ -14,6 +14,7 @@ from typing import Any
 
 import api.llm  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
 from api.llm.config import LLMConfig, ModelEntry, load_config
+from api.llm.prompts import SUMMARY_JSON_SCHEMA
 
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")  # bundled tokenizers/catalogs, never fetched
 import litellm  # noqa: E402
@@ -93,6 +94,8 @@ def _deployment(m: ModelEntry, default_timeout: float) -> dict[str, Any]:
         params["input_cost_per_token"] = m.input_cost_per_token
     if m.output_cost_per_token is not None:
         params["output_cost_per_token"] = m.output_cost_per_token
+    if m.json_schema:  # every call to it is structured unless the call asks for text
+        params["response_format"] = {"type": "json_object", "schema": SUMMARY_JSON_SCHEMA}
     return {
         "model_name": m.name,
         "litellm_params": params,
@@ -145,15 +148,21 @@ class LLM:
         if not self.models:
             raise LLMUnavailable("no LLM model is enabled", [], self._hint())
 
-    def complete(self, messages: list[dict[str, str]], *, max_tokens: int | None = None) -> Reply:
-        """One chat completion through the router (retries, then the next model). Raises
-        :class:`LLMUnavailable` when no model answers."""
+    def complete(
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None, structured: bool = False
+    ) -> Reply:
+        """One chat completion through the router (retries, then the next model). ``structured``:
+        the answer is the summary JSON (models with ``json_schema`` constrain it; the other calls
+        ask them for text). Raises :class:`LLMUnavailable` when no model answers."""
         self.require()
         assert self.router is not None
         first = self.models[0].name
+        extra: dict[str, Any] = {}
+        if not structured and any(m.json_schema for m in self.models):
+            extra["response_format"] = {"type": "text"}
         try:
             resp = self.router.completion(
-                model=first, messages=messages, max_tokens=max_tokens or self.max_output_tokens
+                model=first, messages=messages, max_tokens=max_tokens or self.max_output_tokens, **extra
             )
         except Exception as e:  # every provider failed: LiteLLM raises the last error
             tried = [m.name for m in self.models]

@@ -34,6 +34,8 @@ class ModelEntry(_Strict):
     max_input_tokens: int = Field(ge=256)
     input_cost_per_token: float | None = Field(None, ge=0)
     output_cost_per_token: float | None = Field(None, ge=0)
+    # constrain summary answers to their JSON schema (llama.cpp servers' response_format extension)
+    json_schema: bool = False
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

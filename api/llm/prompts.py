@@ -23,6 +23,31 @@ NOT_MENTIONED = {
 
 LINE_FORMAT = "[mm:ss] SPEAKER: text"
 
+# The summary answer's shape, for servers that constrain decoding to a JSON schema (llama.cpp's
+# ``response_format: {"type": "json_object", "schema": ...}``; a model entry's ``json_schema: true``).
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+SUMMARY_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string"},
+        "key_points": _STRINGS,
+        "action_items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "task": {"type": "string"},
+                    "owner": {"type": "string"},
+                    "due": {"type": "string"},
+                },
+                "required": ["task", "owner", "due"],
+            },
+        },
+        "decisions": _STRINGS,
+    },
+    "required": ["summary", "key_points", "action_items", "decisions"],
+}
+
 
 def language_directive(language: str | None) -> str:
     """The sentence that fixes the output language (None/"auto": the transcript's own)."""

@@ -166,9 +166,11 @@ class Summarizer:
         self.last_provider = ""
         self.map_calls = 0
 
-    def _call(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> str:
+    def _call(
+        self, messages: list[dict[str, str]], max_tokens: int | None = None, structured: bool = False
+    ) -> str:
         self.check()
-        reply = self.llm.complete(messages, max_tokens=max_tokens)
+        reply = self.llm.complete(messages, max_tokens=max_tokens, structured=structured)
         self.usage.add(reply.usage)
         self.last_model, self.last_provider = reply.model, reply.provider
         return strip_think(reply.text)
@@ -246,7 +248,7 @@ class Summarizer:
             system = prompts.summary_system(language, template, empty, prompts.SOURCE_NOTES)
             user = prompts.notes_message(notes)
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        answer = self._call(messages)
+        answer = self._call(messages, structured=True)
         try:
             parsed = parse_summary(answer)
         except ValueError as e:
@@ -255,7 +257,7 @@ class Summarizer:
                 {"role": "assistant", "content": answer},
                 {"role": "user", "content": prompts.repair_message(str(e))},
             ]
-            answer = self._call(repair)
+            answer = self._call(repair, structured=True)
             try:
                 parsed = parse_summary(answer)
             except ValueError as e2:

@@ -317,3 +317,20 @@ def test_summary_job_refusals(tmp_path, make_env):
         r = env.client.post(f"/api/v1/sessions/{sid}/summaries", json={"summary": "x"}, headers=env.h)
         assert r.status_code == 409
         assert fake.requests == []
+
+
+def test_json_schema_models_get_the_summary_schema_and_text_elsewhere(tmp_path, make_env):
+    """A llama.cpp-style server (``json_schema: true``): the summary call carries the answer's JSON
+    schema (constrained decoding); the title call asks for text."""
+    with FakeLLM(lambda m: _answer() if "JSON" in m[0]["content"] else "A title") as fake:
+        env = make_env(write_config(tmp_path / "llm.yaml", [model_entry(fake, json_schema=True)]))
+        r = env.client.post("/api/v1/summarize", json={"transcription_text": "[00:01] A: hi"}, headers=env.h)
+        assert r.status_code == 200, r.text
+        fmt = fake.requests[-1]["response_format"]
+        assert fmt["type"] == "json_object"
+        assert set(fmt["schema"]["required"]) == {"summary", "key_points", "action_items", "decisions"}
+        r = env.client.post(
+            "/api/v1/generate-title", json={"transcription_text": "[00:01] A: hi"}, headers=env.h
+        )
+        assert r.status_code == 200 and r.json()["title"] == "A title"
+        assert fake.requests[-1]["response_format"] == {"type": "text"}
