@@ -248,10 +248,10 @@ async def transcribe(
     models = TRANSCRIPTION_MODELS + (DIARIZATION_MODELS if diarize else ())
     await _ready(ctx, models)
     transcriber = ctx.inference.transcriber()
+    diarizer = _diarizer(transcriber) if diarize else None
     try:
         speech = transcriber.asr.transcribe_segments(x, language, use_itn)
-        if diarize:
-            diarizer = _diarizer(transcriber)
+        if diarizer is not None:
             asr_segments, diarization = await asyncio.gather(
                 speech, diarizer.diarize(x, num_speakers=num_speakers)
             )
