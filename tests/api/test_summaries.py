@@ -334,3 +334,28 @@ def test_json_schema_models_get_the_summary_schema_and_text_elsewhere(tmp_path, 
         )
         assert r.status_code == 200 and r.json()["title"] == "A title"
         assert fake.requests[-1]["response_format"] == {"type": "text"}
+
+
+def test_post_processing_rules():
+    from api.llm.summarize import fill_empty, parse_summary, strip_think
+
+    assert strip_think("<think>a</think>x<THINK>b</THINK> y") == "x y"
+    assert strip_think("answer <think>never closed") == "answer"
+    fenced = 'Here:\n```json\n{"summary": "# S", "action_items": [{"item": "x", "assignee": "n/a"}]}\n```'
+    parsed = parse_summary(fenced)
+    assert (
+        parsed.summary == "# S"
+        and parsed.action_items[0].task == "x"
+        and parsed.action_items[0].owner is None
+    )
+    for bad, why in (
+        ("no json", "no JSON object"),
+        ('{"summary": ""}', "summary"),
+        ("[1, 2]", "no JSON object"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            parse_summary(bad)
+    # a parent heading with sub-headings is not empty; a leaf heading without text is
+    assert (
+        fill_empty("# T\n## A\ntext {x}\n## B\n### C\n", "N/A") == "# T\n## A\ntext N/A\n## B\n### C\n\nN/A\n"
+    )
