@@ -18,7 +18,7 @@ class _Strict(BaseModel):
 
 class RouterSettings(_Strict):
     num_retries: int = Field(2, ge=0, le=10)  # per model, before falling back to the next one
-    retry_after: float = Field(1.0, ge=0)  # first backoff, seconds (LiteLLM doubles it per retry)
+    retry_after: float = Field(1.0, ge=0)  # least wait between retries (LiteLLM: 0.5 s x 2^n + jitter)
     timeout: float = Field(120.0, gt=0)  # per call, seconds, unless the model sets its own
     max_output_tokens: int = Field(1024, ge=16)  # reserved for the answer in every prompt's budget
 
