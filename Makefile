@@ -35,7 +35,7 @@ export-real: env-serve ## export the downloaded real models (models/) into model
 triton: models ## serve model_repository/ on 127.0.0.1:8100 (HTTP) 8101 (gRPC) 8102 (metrics)
 	@$(SERVE_PY) -m serving.launcher
 
-run: models ## start Triton with the built models and print a working example call
+run: models ## serve the trained fixtures (Triton + api), show example calls, transcribe a synthetic meeting via the batch endpoint
 	@scripts/run.sh
 
 test: ## the whole suite, as CI runs it (installs what a fresh machine lacks, prints a timing table)

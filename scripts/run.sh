@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# `make run`: serve model_repository/ with Triton on 127.0.0.1 (8100 HTTP, 8101 gRPC, 8102 metrics),
-# show a working call from Python (inference_client) and from curl, then keep serving until Ctrl-C.
-#   INTRASCRIBE_MODEL_REPOSITORY=path   serve another repository (default: model_repository)
+# `make run`: serve the trained dev fixtures with Triton on 127.0.0.1 (8100 HTTP, 8101 gRPC, 8102
+# metrics) and the api on :8000, show working calls from Python (inference_client) and curl, upload a
+# synthetic 2-speaker meeting through the batch endpoint and print its speaker-attributed transcript
+# and SRT, then keep serving until Ctrl-C.
+# The repository served by default is assembled by tests/fixture_models.py under the cache:
+# model_repository/ as `make models` built it (vad, the trained ASR fixture) with the trained
+# diarization fixture for segmentation/speaker_embedding (model_repository/ holds random small ones,
+# whose speakers mean nothing); the api's DIARIZATION_PARAMS_DIR points at its parameters.
+#   INTRASCRIBE_MODEL_REPOSITORY=path   serve that repository as it is instead
 #   RUN_EXAMPLE_ONLY=1                  stop after the examples instead of serving (used by tests/CI)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 PY=$root/.envs/serve/bin/python
 repo=${INTRASCRIBE_MODEL_REPOSITORY:-model_repository}
+cache=${INTRASCRIBE_CACHE:-$HOME/.cache/intrascribe}
 
 [ -x "$PY" ] || { echo "no serve environment: run \`make env-serve\` (or \`make run\`)" >&2; exit 2; }
 # Names and ports come from speechlib/interfaces.py, the one place that defines them.
@@ -18,6 +25,11 @@ print(f"VAD_MODEL={VAD.NAME} VAD_WAVEFORM={VAD.WAVEFORM} VAD_SILENCE={VAD.MAX_EN
 ')"
 [ -f "$repo/$VAD_MODEL/config.pbtxt" ] || {
   echo "$repo/$VAD_MODEL has no config.pbtxt: build the models first (\`make models\`)" >&2; exit 2; }
+if [ -z "${INTRASCRIBE_MODEL_REPOSITORY:-}" ]; then
+  repo=$("$PY" -m tests.fixture_models "$cache/run_repository") || exit 2
+  export DIARIZATION_PARAMS_DIR=${DIARIZATION_PARAMS_DIR:-$repo/speaker_embedding/1}
+  echo "serving the trained fixtures: $repo (ASR: model_repository/asr; diarization: the pyannote_fixture export)"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/intrascribe-run.XXXXXX")
 triton_pid="" api_pid=""
@@ -62,7 +74,7 @@ echo "api: $API_URL (docs: $API_URL/docs; log: $work/api.out)"
 
 # --- example 1: Python, inference_client --------------------------------------------------------
 # Kept in the cache (not the temporary folder) so the printed snippet still works after this script.
-examples=${INTRASCRIBE_CACHE:-$HOME/.cache/intrascribe}/examples
+examples=$cache/examples
 mkdir -p "$examples"
 clip=$examples/hello.wav
 if command -v espeak-ng >/dev/null; then
@@ -167,6 +179,58 @@ echo
 echo "=== api health: curl -s $API_URL/health ==="
 curl -s "$API_URL/health"
 echo
+echo
+
+# --- example 4: a meeting through the batch endpoint ----------------------------------------------
+# tests/meetings.py's scripted 2-speaker meeting (espeak-ng voices the diarization fixture knows,
+# sentences the ASR fixture learned, in a new arrangement; cached), as mp3.
+if meeting=$("$PY" -m tests.meetings 2 2>"$work/meeting.err"); then
+  echo "=== api: a synthetic 2-speaker meeting ($(basename "$meeting")) through the batch endpoint ==="
+  echo "    curl -s -X POST '$API_URL/api/v1/transcriptions/batch?title=Scripted%20meeting' -H 'authorization: Bearer \$TOKEN' -F 'audio_file=@$meeting'"
+  status=$(curl -s -o "$work/batch.json" -w '%{http_code}' -X POST \
+    "$API_URL/api/v1/transcriptions/batch?title=Scripted%20meeting" -H "authorization: Bearer $token" \
+    -F "audio_file=@$meeting;type=audio/mpeg")
+  echo "--- output ($status):"
+  cat "$work/batch.json"
+  echo
+  if [ "$status" = 202 ]; then
+    read -r job_id session_id < <("$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["job_id"], j["session_id"])' "$work/batch.json")
+    echo "=== waiting for the job: curl -s $API_URL/api/v1/jobs/$job_id -H 'authorization: Bearer \$TOKEN' ==="
+    job_status=""
+    for _ in $(seq 1 600); do
+      job_status=$(curl -s "$API_URL/api/v1/jobs/$job_id" -H "authorization: Bearer $token" |
+        "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("status",""))')
+      case $job_status in completed|failed|cancelled) break ;; esac
+      sleep 1
+    done
+    echo "job $job_id: $job_status"
+    if [ "$job_status" = completed ]; then
+      echo
+      echo "=== the transcript: curl -s $API_URL/api/v1/sessions/$session_id/transcription -H 'authorization: Bearer \$TOKEN' ==="
+      curl -s "$API_URL/api/v1/sessions/$session_id/transcription" -H "authorization: Bearer $token" |
+        "$PY" -c 'import json, sys
+for s in json.load(sys.stdin)["segments"]:
+    print("  [%7.2f - %7.2f] %s: %s" % (s["start_time"], s["end_time"], s["speaker"], s["text"]))'
+      echo
+      echo "=== SRT: curl -s '$API_URL/api/v1/sessions/$session_id/export?format=srt' -H 'authorization: Bearer \$TOKEN' ==="
+      curl -s "$API_URL/api/v1/sessions/$session_id/export?format=srt" -H "authorization: Bearer $token"
+      echo
+    else
+      curl -s "$API_URL/api/v1/jobs/$job_id" -H "authorization: Bearer $token"
+      echo
+      echo "the job did not complete; the api and worker log: $work/api.out" >&2
+      [ -n "${RUN_EXAMPLE_ONLY:-}" ] && exit 1
+    fi
+  elif [ "$status" = 404 ] || [ "$status" = 405 ]; then
+    echo "this api has no POST /api/v1/transcriptions/batch yet: the meeting example is skipped"
+  else
+    echo "the batch upload failed ($status); log: $work/api.out" >&2
+    [ -n "${RUN_EXAMPLE_ONLY:-}" ] && exit 1
+  fi
+else
+  echo "no synthetic meeting (tests/meetings.py needs espeak-ng and sox): the batch example is skipped"
+  cat "$work/meeting.err" >&2
+fi
 echo
 echo "Metrics: curl -s localhost:$METRICS_PORT/metrics | grep -E 'nv_inference_(exec_)?count|intrascribe_'"
 echo "Triton's log: $(sed -n 's/.*log: //p' "$work/launcher.out")"
