@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from api.core.config import Settings
+from speechlib.ctc import confidence_of
 from speechlib.interfaces import ASR, SAMPLE_RATE, VAD, Segmentation, SpeakerEmbedding
 from speechlib.languages import normalize_language
 from speechlib.transcript import Transcript, attribute_speakers, segment_from_asr
@@ -211,23 +212,16 @@ def _inference_error(e: Exception) -> SyncCallError:
     return SyncCallError(502, "inference_failed", f"inference failed: {getattr(e, 'message', e)}")
 
 
-def geometric_mean(probs: Sequence[float | None]) -> float | None:
-    """The geometric mean of probabilities (None for none, or when one is unknown)."""
-    if not probs or any(p is None for p in probs):
-        return None
-    return float(np.exp(np.mean(np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)))))
-
-
 def segment_confidence(segment: TranscribedSegment) -> float | None:
     """A segment's confidence in [0, 1]: the geometric mean of its tokens' CTC posteriors
     (``asr``'s ``TOKEN_PROBS``: each token's mean posterior over its frames on the greedy path);
     None for a segment without tokens."""
-    return geometric_mean([t.probability for t in segment.transcript.tokens])
+    return confidence_of([t.probability for t in segment.transcript.tokens])
 
 
 def transcript_confidence(segments: Sequence[TranscribedSegment]) -> float | None:
     """The whole text's confidence: the geometric mean over all its tokens (None without tokens)."""
-    return geometric_mean([t.probability for s in segments for t in s.transcript.tokens])
+    return confidence_of([t.probability for s in segments for t in s.transcript.tokens])
 
 
 async def transcribe(

@@ -81,6 +81,7 @@ from inference_client.audio import DecodedAudio, decode_to_file, probe_audio
 from inference_client.client import TritonClient
 from inference_client.errors import TritonUnavailableError
 from inference_client.vad import SpeechSegment, VADClient
+from speechlib.ctc import confidence_of
 from speechlib.interfaces import ASR, SAMPLE_RATE
 from speechlib.languages import normalize_language
 from speechlib.transcript import Segment, Transcript, attribute_speakers, segment_from_asr
@@ -215,6 +216,7 @@ class RecognizedSegment:
     event: str
     pieces: tuple[str, ...] = ()
     token_times_ms: tuple[tuple[int, int], ...] = ()
+    token_probs: tuple[float, ...] = ()  # each token's CTC posterior (asr TOKEN_PROBS)
 
     def to_segment(self, max_word_s: float | None = None) -> Segment:
         """The transcript record (seconds, words from the tokens)."""
@@ -229,6 +231,7 @@ class RecognizedSegment:
             language=self.language,
             emotion=self.emotion,
             event=self.event,
+            confidence=confidence_of(self.token_probs) if len(self.token_probs) == len(self.pieces) else None,
             **kwargs,
         )
 
@@ -243,6 +246,7 @@ class RecognizedSegment:
             str(d["event"]),
             tuple(str(p) for p in d.get("pieces", ())),
             tuple((int(s), int(e)) for s, e in d.get("token_times_ms", ())),
+            tuple(float(p) for p in d.get("token_probs", ())),
         )
 
 
@@ -563,6 +567,7 @@ class Transcriber:
                     t.event,
                     tuple(k.text for k in t.tokens),
                     tuple((k.start_ms, k.end_ms) for k in t.tokens),
+                    tuple(k.probability for k in t.tokens if k.probability is not None),
                 )
 
         tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(segments)]

@@ -69,6 +69,14 @@ def greedy_token_probs(logits: np.ndarray, blank: int = BLANK) -> np.ndarray:
     return means[best[starts] != blank]
 
 
+def confidence_of(probs: Sequence[float | None]) -> float | None:
+    """A confidence in [0, 1] for a run of tokens: the geometric mean of their CTC posteriors
+    (:func:`greedy_token_probs`); None for no tokens, or when one token's posterior is unknown."""
+    if len(probs) == 0 or any(p is None for p in probs):
+        return None
+    return float(np.exp(np.mean(np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)))))
+
+
 def extended_labels(targets: Sequence[int], blank: int = BLANK) -> np.ndarray:
     """CTC's extended label sequence of ``targets`` (no blanks): blank, y1, blank, y2, ..., yL, blank."""
     targets = np.asarray(targets, dtype=np.int64).reshape(-1)

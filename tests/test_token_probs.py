@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.special import softmax
 
 from speechlib.ctc import greedy_decode, greedy_token_probs
@@ -34,3 +35,12 @@ def test_confident_and_unsure_frames_and_edge_cases():
     blanks = np.zeros((5, 4), np.float32)
     blanks[:, 0] = 5.0
     assert greedy_token_probs(blanks).shape == (0,)
+
+
+def test_confidence_is_the_geometric_mean_of_the_posteriors():
+    from speechlib.ctc import confidence_of
+
+    assert confidence_of([0.5, 0.5]) == pytest.approx(0.5)
+    assert confidence_of([1.0, 0.25]) == pytest.approx(0.5)  # not the arithmetic 0.625
+    assert confidence_of([0.9, 0.0]) == pytest.approx(np.sqrt(0.9e-12))  # one impossible token sinks it
+    assert confidence_of([]) is None and confidence_of([0.9, None]) is None

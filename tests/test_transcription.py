@@ -359,6 +359,7 @@ def test_transcript_holds_every_clip_once_in_order_with_speakers(full_run, meeti
         assert start - 0.4 <= seg.start and seg.end <= end + 0.4, (seg, start, end)
         assert seg.words and all(start - 0.4 <= w.start <= w.end <= end + 0.4 for w in seg.words)
         assert seg.speaker and all(w.speaker == seg.speaker for w in seg.words)
+        assert 0.0 < seg.confidence <= 1.0  # from the tokens' CTC posteriors (asr TOKEN_PROBS)
     assert t.language == "en" and t.duration == pytest.approx(meeting[0].size / SAMPLE_RATE)
     assert [s.index for s in t.segments] == list(range(1, 21))
     assert result.chunks == 4 and result.resumed_chunks == 0
