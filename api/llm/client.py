@@ -4,6 +4,7 @@ counter that works offline, and one error for "no model answered" (:class:`LLMUn
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -16,15 +17,21 @@ import api.llm  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm 
 from api.llm.config import LLMConfig, ModelEntry, load_config
 from api.llm.prompts import SUMMARY_JSON_SCHEMA
 
-os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")  # bundled tokenizers/catalogs, never fetched
-import litellm  # noqa: E402
-from litellm import Router  # noqa: E402
-
-litellm.disable_hf_tokenizer_download = True  # token counts from the bundled tiktoken encoding
-litellm.telemetry = False
-litellm.suppress_debug_info = True
-
 log = logging.getLogger("api.llm")
+
+
+@functools.cache
+def litellm_module() -> Any:
+    """litellm, imported on first use (it takes seconds: the api and worker start without it),
+    with its offline settings: bundled price list, bundled tokenizers, no telemetry."""
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")  # bundled catalogs/tokenizers, never fetched
+    import litellm
+
+    litellm.disable_hf_tokenizer_download = True  # token counts from the bundled tiktoken encoding
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    return litellm
+
 
 HINT = (
     "enable a model in the LLM configuration (LLM_CONFIG, default config/llm.yaml) and set its API "
@@ -109,11 +116,11 @@ class LLM:
     def __init__(self, config: LLMConfig):
         self.config = config
         self.models, self.skipped = config.usable()
-        self.router: Router | None = None
+        self.router: Any = None
         if self.models:
             r = config.router
             names = [m.name for m in self.models]
-            self.router = Router(
+            self.router = litellm_module().Router(
                 model_list=[_deployment(m, r.timeout) for m in self.models],
                 fallbacks=[{names[0]: names[1:]}] if len(names) > 1 else [],
                 num_retries=r.num_retries,
@@ -138,7 +145,7 @@ class LLM:
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` (LiteLLM's counter with the bundled encoding: no download)."""
         model = self.models[0].model if self.models else "gpt-4o"
-        return litellm.token_counter(model=model, text=text)
+        return litellm_module().token_counter(model=model, text=text)
 
     def _hint(self) -> str:
         return HINT + (f" (left out: {'; '.join(self.skipped)})" if self.skipped else "")
@@ -178,7 +185,7 @@ class LLM:
         usage = getattr(resp, "usage", None)
         cost = hidden.get("response_cost")
         if cost is None:
-            cost = litellm.completion_cost(completion_response=resp)
+            cost = litellm_module().completion_cost(completion_response=resp)
         text = resp.choices[0].message.content or ""
         return Reply(
             text=text,

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from litellm.litellm_core_utils.default_encoding import encoding as _ENCODING  # bundled cl100k_base
-
-import api.llm.client  # noqa: F401  (LiteLLM with its offline settings)
+from api.llm.client import litellm_module
 
 
 def count_tokens(text: str) -> int:
-    return len(_ENCODING.encode(text))
+    litellm_module()  # LiteLLM with its offline settings first: then its bundled cl100k_base
+    from litellm.litellm_core_utils.default_encoding import encoding
+
+    return len(encoding.encode(text))
 
 
 class FakeLLM:

@@ -55,7 +55,7 @@ def make_env(tmp_path, sqlite_url):
 
 
 def test_litellm_never_touches_the_network_at_import_or_for_token_counts():
-    """A fresh interpreter without the variable set: importing our LLM layer, building the router
+    """A fresh interpreter without the variable set: importing the api does not import litellm; building the router
     from the shipped config and counting tokens for every configured model connects nowhere but
     loopback (LiteLLM asks a configured Ollama for its model's details)."""
     code = """
@@ -68,8 +68,12 @@ def refuse(self, addr):
     raise OSError("network refused in this test")
 socket.socket.connect = refuse
 socket.create_connection = lambda *a, **k: refuse(None, a[0])
-from api.llm.client import LLM, litellm
+import sys
+import api.main  # the api starts without importing litellm (it takes seconds)
+assert "litellm" not in sys.modules, "importing the api imported litellm"
+from api.llm.client import LLM, litellm_module
 from api.llm.config import load_config
+litellm = litellm_module()
 config = load_config(None)
 for m in config.models:
     m.enabled = True
