@@ -17,7 +17,7 @@ transcription already stored returns it. The session is ``processing`` while the
 failed re-transcription leaves the current one as it was), else ``failed``.
 
 Failures: undecodable audio -> the decoder's code (``not_audio``, ``too_short``, ... not retried);
-bad options -> ``invalid_options``; Triton unreachable -> ``triton_unavailable`` (retried);
+bad options -> ``invalid_options`` (checked before any work); Triton unreachable -> ``triton_unavailable`` (retried);
 diarization parameters missing -> ``diarization_unavailable``.
 """
 
@@ -160,18 +160,28 @@ def _source_file(services: JobServices, audio: AudioFile, workdir: Path) -> Path
     return target
 
 
-def _load_resume(services: JobServices, checkpoint: dict[str, Any] | None) -> list[Any]:
+def _load_resume(services: JobServices, checkpoint: dict[str, Any] | None, options_key: str) -> list[Any]:
+    """What an earlier attempt saved: its chunks (while they were made with these options, e.g. the
+    same VAD_CHUNK_SECONDS) and its diarization. A checkpoint that cannot be read is redone."""
     from inference_client.transcription import ChunkCheckpoint, DiarizationCheckpoint
 
     if not checkpoint:
         return []
     items: list[Any] = []
-    for path in checkpoint.get("chunks", []):
-        data = b"".join(services.blobs.open_chunks(path))
-        items.append(ChunkCheckpoint.from_dict(json.loads(data)))
+    try:
+        for path in checkpoint.get("chunks", []):
+            chunk = ChunkCheckpoint.from_dict(json.loads(b"".join(services.blobs.open_chunks(path))))
+            if chunk.options_key != options_key:
+                break  # made with other settings: this chunk and the ones after it are redone
+            items.append(chunk)
+    except Exception:
+        log.warning("a chunk checkpoint could not be read; redoing from chunk %d", len(items), exc_info=True)
     if checkpoint.get("diarization"):
-        data = b"".join(services.blobs.open_chunks(checkpoint["diarization"]))
-        items.append(DiarizationCheckpoint.from_bytes(data))
+        try:
+            data = b"".join(services.blobs.open_chunks(checkpoint["diarization"]))
+            items.append(DiarizationCheckpoint.from_bytes(data))
+        except Exception:
+            log.warning("the diarization checkpoint could not be read; redoing it", exc_info=True)
     return items
 
 
@@ -205,6 +215,14 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         use_itn=bool(ctx.params.get("use_itn", True)),
         vad_chunk_s=services.settings.vad_chunk_seconds,
     )
+    try:
+        from speechlib.diarization.pipeline import check_speaker_counts
+
+        options_key = options.checked().chunk_key()
+        check_speaker_counts(options.num_speakers, options.min_speakers, options.max_speakers)
+    except (ValueError, TypeError) as e:
+        _set_outcome(services, ctx, audio_file_id, f"invalid_options: {e}")
+        raise JobError("invalid_options", str(e)) from None
     workdir = services.settings.data_dir / "jobs" / str(ctx.job_id)
     workdir.mkdir(parents=True, exist_ok=True)
     prefix = _checkpoint_dir(session, ctx.job_id)
@@ -232,7 +250,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
     error: str | None = None
     try:
         try:
-            resume = _load_resume(services, ctx.checkpoint)
+            resume = _load_resume(services, ctx.checkpoint, options_key)
             source = _source_file(services, audio, workdir)
             result = services.inference.run(
                 lambda t: t.transcribe(
@@ -256,8 +274,8 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
             raise JobError("inference_failed", f"a Triton request failed: {e}", retryable=True) from None
         except FileNotFoundError as e:
             raise JobError("diarization_unavailable", f"{e} (set DIARIZATION_PARAMS_DIR)") from None
-        except ValueError as e:
-            raise JobError("invalid_options", str(e)) from None
+        except ValueError as e:  # options were checked above: what is left is the input's
+            raise JobError("transcription_failed", str(e)) from None
     except JobError as e:
         if not e.retryable or ctx.attempt >= ctx.max_attempts:
             error = f"{e.code}: {e.message}"

@@ -7,6 +7,7 @@ fails — and the audio file carries the reason."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -183,3 +184,36 @@ def test_a_job_whose_transcription_is_stored_completes_without_work(services):
         job = s.get(Job, job_id)
         assert job.result["transcription_id"] == str(row_id) and job.result["already_stored"] is True
         assert s.query(Transcription).filter(Transcription.session_id == session_id).count() == 1
+
+
+def test_resume_keeps_readable_chunks_made_with_the_same_options(services):
+    """What an earlier attempt saved is reused only while it fits: a chunk made with other options
+    (another VAD_CHUNK_SECONDS) and every chunk after it are redone, as is a blob that is gone."""
+    from api.transcribe_job import _load_resume
+    from inference_client.transcription import ChunkCheckpoint, RecognizedSegment, TranscriptionOptions
+
+    same = TranscriptionOptions(vad_chunk_s=20).checked().chunk_key()
+    other = TranscriptionOptions(vad_chunk_s=600).checked().chunk_key()
+
+    def chunk(i: int, key: str) -> str:
+        cp = ChunkCheckpoint(
+            i,
+            i * 20000,
+            i * 20000,
+            (i + 1) * 20000,
+            (i + 1) * 20000,
+            False,
+            (RecognizedSegment(i * 20000 + 10, i * 20000 + 900, f"c{i}", "en", "", ""),),
+            key,
+        )
+        path = f"u/s/jobs/j/chunk-{i:05d}.json"
+        services.blobs.put(path, [json.dumps(cp.to_dict()).encode()])
+        return path
+
+    paths = [chunk(0, same), chunk(1, same), chunk(2, other), chunk(3, same)]
+    loaded = _load_resume(services, {"chunks": paths, "diarization": None}, same)
+    assert [c.index for c in loaded] == [0, 1]
+    assert [c.segments[0].text for c in loaded] == ["c0", "c1"]
+    services.blobs.delete([paths[1]])
+    loaded = _load_resume(services, {"chunks": paths, "diarization": "u/s/jobs/j/diarization.npz"}, same)
+    assert [c.index for c in loaded] == [0]  # chunk 1's blob is gone; the missing diarization is redone
