@@ -128,6 +128,7 @@ SENSEVOICE_ONNX_FILES = (
     "export_meta.json",
 )
 SENSEVOICE_EXPORT_FILES = (*SENSEVOICE_ONNX_FILES, "model.ts")
+SCRIPT_CODE = ("tests.meetings", "tests.audio")
 PYANNOTE_SOURCE_FILES = pyannote_export.SOURCE_FILES
 PYANNOTE_EXPORT_FILES = pyannote_export.OUTPUT_FILES
 PYANNOTE_FIXTURE_FILES = sorted((REPO_ROOT / "tests" / "fixtures" / "diarization").glob("fixture.*"))
@@ -164,6 +165,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         models=("vad", "vad_stream"),
     ),
     # --- ASR (SenseVoiceSmall) artifacts go here ---
+    # (the dev BPE and the fixture's training data include tests/meetings.py's scripted lines: SCRIPT_CODE)
     # Exporter: export_scripts/sensevoice.py (parity-gated); dev models: export_scripts/sensevoice_dev.py.
     Artifact(
         name="sensevoice_tiny",  # random weights, tiny dims: export/serving parity tests (cache only)
@@ -176,6 +178,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         models=(),
         dev_builder="export_scripts.sensevoice_dev",
         dev_builder_args=("--variant", "tiny"),
+        code=SCRIPT_CODE,
     ),
     Artifact(
         name="sensevoice_fixture",  # trained on espeak-ng clips it transcribes exactly: make models' asr
@@ -194,6 +197,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         models=("asr",),
         dev_builder="export_scripts.sensevoice_dev",
         dev_builder_args=("--variant", "fixture"),
+        code=SCRIPT_CODE,
     ),
     Artifact(
         name="sensevoice_full",  # real size (234 M params), random weights: benchmarks only (~937 MB ONNX)
@@ -206,6 +210,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
         models=(),
         dev_builder="export_scripts.sensevoice_dev",
         dev_builder_args=("--variant", "full"),
+        code=SCRIPT_CODE,
         default=False,
     ),
     Artifact(

@@ -20,6 +20,20 @@ Variants (all ``SenseVoiceSmall`` + ``SenseVoiceEncoderSmall`` + ``WavFrontend``
   the written folder with ``funasr.AutoModel`` and checks ``generate()`` returns the expected text for
   every clip; it exits 1 otherwise. The clips (16 kHz float32, exactly the audio trained on) and their
   expected outputs are stored in ``fixture_clips.npz``. Never an accuracy claim.
+
+  It also learns the lines of the scripted meetings of ``tests/meetings.py`` (``script_lines()``:
+  English and Mandarin sentences, each spoken alone by its meeting voice), so that a held-out
+  arrangement of them (``scripted_meeting``) transcribes exactly through VAD, from mp3 too. Each
+  line is trained as ``SCRIPT_VARIANTS`` variants cut the way VAD cuts speech out of a meeting
+  (``LEAD_S`` before the onset, ``TAIL_S`` after the end, sample-exact offsets, -60 dB noise),
+  with the meeting's gains, half of them through an mp3 round trip, with and without ITN (the same
+  text: lower case, no punctuation); exactness is checked on ``SCRIPT_CHECK_VARIANTS`` other
+  variants per line (not trained on), with the language given and with ``auto``, and again by
+  ``funasr.AutoModel``. Training stops once both the clips and the check variants are exact; after
+  ``SCRIPT_STEPS`` it stops as soon as the clips are (the build fails only for the clips): how many
+  check variants came out exact is recorded in ``dev_meta.json`` (``training.script_exact``), and
+  the end-to-end test (tests/test_meeting_e2e.py) is what says whether meetings come back exact.
+  These lines are not stored in ``fixture_clips.npz``.
 * ``full``: the real size (``encoder_conf`` of SenseVoiceSmall: 512 wide, 50+20 blocks, 234 M params)
   with random weights and the raised blank bias. For benchmarks only.
 
@@ -37,6 +51,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import random
 import shutil
 import subprocess
@@ -113,6 +128,16 @@ FIXTURE_CLIPS: tuple[tuple, ...] = (
 )
 SPOKEN_OVERRIDE = {"It costs 25 dollars.": "it costs twenty five dollars"}
 
+# Scripted-meeting lines (tests/meetings.py): how they are cut and varied for training.
+SCRIPT_VARIANTS = 16  # trained variants per line (one drawn per line per step)
+SCRIPT_CHECK_VARIANTS = 2  # held-out variants per line for the exactness check
+LEAD_S = (0.15, 0.40)  # audio kept before the onset: VAD starts ~0.2-0.3 s early
+TAIL_S = (0.05, 0.45)  # and after the end: VAD ends ~0.1-0.33 s late
+GAIN_DB = 5.0  # peak 0.5 x 10^(U(-5, 5)/20) (the meetings use +-4 dB)
+MP3_BIT_RATES = (32000, 64000, 128000)
+SCRIPT_STEPS = 300  # learning rate: cosine from LR to LR_END over these steps, then LR_END
+LR, LR_END = 2e-3, 1e-4
+
 
 def eprint(*a) -> None:
     print(*a, file=sys.stderr, flush=True)
@@ -160,7 +185,16 @@ def _bpe_corpus(seed: int) -> list[str]:
     )
     lines.extend([english] * 200)
     lines.extend(c[0] for c in FIXTURE_CLIPS)  # once: Mandarin sentences must not become one piece
+    for _, language, text in _script_lines():
+        lines.extend([text] * (50 if language == "en" else 1))  # English words become pieces
     return lines
+
+
+def _script_lines() -> list[tuple[int, str, str]]:
+    """The scripted meetings' lines, (voice index, language, text) (tests/meetings.py)."""
+    from tests.meetings import script_lines
+
+    return script_lines()
 
 
 def train_bpe(path: Path, seed: int) -> None:
@@ -210,10 +244,10 @@ def train_bpe(path: Path, seed: int) -> None:
     for i, piece in SPECIAL_TOKENS.items():
         assert sp.id_to_piece(i) == piece, (i, sp.id_to_piece(i))
     assert sp.id_to_piece(0) == "<unk>"
-    for clip in FIXTURE_CLIPS:
-        ids = sp.encode(clip[0])
-        assert 0 not in ids, f"fixture text {clip[0]!r} has characters the BPE maps to <unk>/blank"
-        for piece in sp.encode(clip[0], out_type=str):
+    for text in [c[0] for c in FIXTURE_CLIPS] + [t for _, _, t in _script_lines()]:
+        ids = sp.encode(text)
+        assert 0 not in ids, f"fixture text {text!r} has characters the BPE maps to <unk>/blank"
+        for piece in sp.encode(text, out_type=str):
             assert len(sp.encode(piece)) == 1, f"piece {piece!r} does not re-encode to itself"
 
 
@@ -286,6 +320,48 @@ def fixture_audio(seed: int):
             {"text": text, "language": lang, "emotion": emo, "event": event, "with_itn": itn, "voice": voice}
         )
     return audios, entries
+
+
+def script_audio(seed: int):
+    """The scripted meetings' lines as training and check variants.
+
+    Returns ``(train, check, entries)``: ``train[i]`` holds ``SCRIPT_VARIANTS`` waveforms of line
+    ``i``, ``check[i]`` ``SCRIPT_CHECK_VARIANTS`` others (never trained on), ``entries[i]`` its
+    metadata (text, language, voice; NEUTRAL, Speech). Each variant: the utterance as the meetings
+    use it (``tests.meetings.utterance``) at a random gain, with ``LEAD_S``/``TAIL_S`` of -60 dB noise
+    around it, every other one through an mp3 round trip at a random bit rate."""
+    import numpy as np
+
+    from tests.meetings import VOICES, mp3_round_trip, utterance
+
+    rng = np.random.default_rng(seed + 1)
+
+    def variant(x, k: int):
+        lead = int(rng.uniform(*LEAD_S) * SAMPLE_RATE)
+        tail = int(rng.uniform(*TAIL_S) * SAMPLE_RATE)
+        gain = 0.5 * 10 ** (rng.uniform(-GAIN_DB, GAIN_DB) / 20) / max(1e-6, float(np.abs(x).max()))
+        y = np.concatenate([np.zeros(lead, np.float32), x * np.float32(gain), np.zeros(tail, np.float32)])
+        y = (y + rng.standard_normal(y.size) * 10 ** (-60 / 20)).astype(np.float32)
+        if k % 2:
+            y = mp3_round_trip(y, int(rng.choice(MP3_BIT_RATES)))
+        return y
+
+    train, check, entries = [], [], []
+    for voice, language, text in _script_lines():
+        x = utterance(voice, text)
+        train.append([variant(x, k) for k in range(SCRIPT_VARIANTS)])
+        check.append([variant(x, k) for k in range(SCRIPT_CHECK_VARIANTS)])
+        entries.append(
+            {
+                "text": text,
+                "language": language,
+                "emotion": "NEUTRAL",
+                "event": "Speech",
+                "with_itn": False,
+                "voice": "+".join(map(str, VOICES[voice])),
+            }
+        )
+    return train, check, entries
 
 
 def frontend_conf() -> dict:
@@ -429,7 +505,11 @@ def greedy_ids(model, feats, language_idx: list[int], textnorm_idx: list[int], r
     return res
 
 
-def train_fixture(model, sp, feats, entries, seed: int, max_steps: int) -> dict:
+def with_itn(entry: dict, itn: bool) -> dict:
+    return {**entry, "with_itn": itn}
+
+
+def train_fixture(model, sp, feats, entries, seed: int, max_steps: int, script=None) -> dict:
     """Train on the fixture clips with FunASR's SenseVoice objective until greedy CTC is exact.
 
     The objective is ``SenseVoiceSmall.forward``'s: CTC over the frames after the 4 prompts plus
@@ -439,34 +519,56 @@ def train_fixture(model, sp, feats, entries, seed: int, max_steps: int) -> dict:
     instead of all 25055; afterwards the bias of every other row is lowered by ``UNUSED_BIAS_DROP``
     so those rows never win, and exactness is re-checked on the full vocabulary. Feature noise
     (sigma 0.05 in CMVN units) during training leaves a margin for other fbank implementations.
+
+    ``script``: ``(train_feats, check_feats, entries)`` of the scripted-meeting lines
+    (:func:`script_audio`): each step adds one training variant of every line, with or without ITN
+    at random; the check runs every line's check variants (the first without ITN, the others with).
     Deterministic for a given seed and thread count; stops at the second consecutive exact check
-    (every 25 steps) or fails after ``max_steps``.
+    (every 25 steps); with ``script``, after ``SCRIPT_STEPS`` (learning rate decayed) only the
+    clips must be exact. Fails after ``max_steps``.
     """
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
+    pick = random.Random(seed)
+    train_s, check_s, entries_s = script if script is not None else ([], [], [])
     targets = [target_ids(sp, e) for e in entries]
-    rows = torch.tensor(sorted({0, *range(SPECIAL_FIRST, VOCAB_SIZE), *(i for t in targets for i in t)}))
+    targets_s = [[target_ids(sp, with_itn(e, itn)) for itn in (False, True)] for e in entries_s]
+    check_x = [f for fs in check_s for f in fs]
+    check_e = [with_itn(e, k > 0) for e, fs in zip(entries_s, check_s, strict=True) for k in range(len(fs))]
+    check_t = [target_ids(sp, e) for e in check_e]
+    every = [*targets, *(t for pair in targets_s for t in pair)]
+    rows = torch.tensor(sorted({0, *range(SPECIAL_FIRST, VOCAB_SIZE), *(i for t in every for i in t)}))
     index = {int(r): k for k, r in enumerate(rows)}
-    lengths = torch.tensor([f.shape[0] for f in feats])
-    x_clean = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-    ys = torch.nn.utils.rnn.pad_sequence(
-        [torch.tensor(t) for t in targets], batch_first=True, padding_value=-1
-    )
-    ys_sub = torch.nn.utils.rnn.pad_sequence(
-        [torch.tensor([index[i] for i in t]) for t in targets], batch_first=True, padding_value=-1
-    )
-    ylens = torch.tensor([len(t) for t in targets])
     lang_true = [LID[e["language"]] for e in entries]
     tn = [14 if e["with_itn"] else 15 for e in entries]
+    lang_check = [LID[e["language"]] for e in check_e]
+    tn_check = [14 if e["with_itn"] else 15 for e in check_e]
     lo = model.ctc.ctc_lo
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
     t0 = time.monotonic()
     history, exact_checks, step = [], 0, 0
     while step < max_steps:
         model.train()
-        x = x_clean + 0.05 * torch.randn_like(x_clean)
+        if script is not None:
+            progress = min(step / SCRIPT_STEPS, 1.0)
+            for group in opt.param_groups:
+                group["lr"] = LR_END + 0.5 * (LR - LR_END) * (1 + math.cos(math.pi * progress))
+        batch, batch_t = list(feats), list(targets)
+        for variants, pair in zip(train_s, targets_s, strict=True):
+            batch.append(variants[pick.randrange(len(variants))])
+            batch_t.append(pair[pick.randrange(2)])
+        lengths = torch.tensor([f.shape[0] for f in batch])
+        x = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
+        x = x + 0.05 * torch.randn_like(x)
+        ys = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(t) for t in batch_t], batch_first=True, padding_value=-1
+        )
+        ys_sub = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor([index[i] for i in t]) for t in batch_t], batch_first=True, padding_value=-1
+        )
+        ylens = torch.tensor([len(t) for t in batch_t])
         enc, olens = model.encode(x, lengths.clone(), ys.clone())
         logits = F.linear(enc, lo.weight[rows], lo.bias[rows])
         logp = logits.log_softmax(-1)
@@ -478,7 +580,7 @@ def train_fixture(model, sp, feats, entries, seed: int, max_steps: int) -> dict:
             blank=0,
             reduction="sum",
             zero_infinity=True,
-        ) / len(targets)
+        ) / len(batch_t)
         rich = F.cross_entropy(logits[:, :4].reshape(-1, len(rows)), ys_sub[:, :4].reshape(-1))
         loss = ctc + rich
         opt.zero_grad()
@@ -491,14 +593,19 @@ def train_fixture(model, sp, feats, entries, seed: int, max_steps: int) -> dict:
             with torch.no_grad():
                 given = greedy_ids(model, feats, lang_true, tn, rows)
                 auto = greedy_ids(model, feats, [0] * len(feats), tn, rows)
+                s_given = greedy_ids(model, check_x, lang_check, tn_check, rows) if check_x else []
+                s_auto = greedy_ids(model, check_x, [0] * len(check_x), tn_check, rows) if check_x else []
             ok_given = sum(g == t for g, t in zip(given, targets, strict=True))
             ok_auto = sum(a == t for a, t in zip(auto, targets, strict=True))
+            ok_s = sum(g == t == a for g, a, t in zip(s_given, s_auto, check_t, strict=True))
             elapsed = time.monotonic() - t0
-            history.append([step, round(float(loss), 4), ok_given, ok_auto, round(elapsed, 1)])
+            history.append([step, round(float(loss), 4), ok_given, ok_auto, ok_s, round(elapsed, 1)])
             eprint(
-                f"step {step:4d} loss {float(loss):8.4f} exact {ok_given}/{len(targets)} auto {ok_auto}/{len(targets)} {elapsed:5.1f}s"
+                f"step {step:4d} loss {float(loss):8.4f} exact {ok_given}/{len(targets)} auto "
+                f"{ok_auto}/{len(targets)} script {ok_s}/{len(check_t)} {elapsed:5.1f}s"
             )
-            exact_checks = exact_checks + 1 if ok_given == ok_auto == len(targets) else 0
+            all_ok = ok_given == ok_auto == len(targets) and (ok_s == len(check_t) or step >= SCRIPT_STEPS)
+            exact_checks = exact_checks + 1 if all_ok else 0
             if exact_checks >= 2:
                 break
     model.eval()
@@ -508,15 +615,23 @@ def train_fixture(model, sp, feats, entries, seed: int, max_steps: int) -> dict:
         lo.bias[unused] -= UNUSED_BIAS_DROP
         given = greedy_ids(model, feats, lang_true, tn)
         auto = greedy_ids(model, feats, [0] * len(feats), tn)
+        s_given = greedy_ids(model, check_x, lang_check, tn_check) if check_x else []
+        s_auto = greedy_ids(model, check_x, [0] * len(check_x), tn_check) if check_x else []
     exact = given == targets and auto == targets
+    script_exact = sum(g == t == a for g, a, t in zip(s_given, s_auto, check_t, strict=True))
     return {
         "steps": step,
         "seconds": round(time.monotonic() - t0, 1),
         "exact": exact,
         "rows_trained": len(rows),
         "unused_bias_drop": UNUSED_BIAS_DROP,
+        "script_lines": len(entries_s),
+        "script_check_clips": len(check_t),
+        "script_exact": script_exact,
         "history": history,
         "targets": targets,
+        "check_entries": check_e,
+        "check_targets": check_t,
     }
 
 
@@ -565,7 +680,8 @@ def build(out: Path, variant: str, seed: int, max_train_steps: int) -> None:
         eprint(f"bpe: {sp.get_piece_size()} pieces ({time.monotonic() - t0:.1f} s)")
 
         audios, entries = fixture_audio(seed)
-        write_cmvn(tmp / "am.mvn", audios)
+        script = script_audio(seed) if variant == "fixture" else ([], [], [])
+        write_cmvn(tmp / "am.mvn", audios + [v[0] for v in script[0]])
         config = config_for(variant)
         with open(tmp / "config.yaml", "w", encoding="utf-8") as f:
             yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
@@ -581,14 +697,23 @@ def build(out: Path, variant: str, seed: int, max_train_steps: int) -> None:
             meta["blank_bias"] = BLANK_BIAS
         else:
             feats = lfr_features(audios, tmp / "am.mvn")
-            result = train_fixture(model, sp, feats, entries, seed, max_train_steps)
+            t_feats = time.monotonic()
+            script_feats = (
+                [lfr_features(v, tmp / "am.mvn") for v in script[0]],
+                [lfr_features(v, tmp / "am.mvn") for v in script[1]],
+                script[2],
+            )
+            eprint(f"script: {len(script[2])} lines, features {time.monotonic() - t_feats:.1f} s")
+            result = train_fixture(model, sp, feats, entries, seed, max_train_steps, script_feats)
             if not result["exact"]:
                 raise SystemExit(
                     f"fixture training did not reach exact transcription in {result['seconds']} s "
                     f"({result['steps']} steps): {result['history'][-1]}"
                 )
             expected = [sp.decode(t) for t in result["targets"]]
-            meta["training"] = {k: v for k, v in result.items() if k != "targets"}
+            meta["training"] = {
+                k: v for k, v in result.items() if k not in ("targets", "check_entries", "check_targets")
+            }
             arrays = {f"audio_{i}": a for i, a in enumerate(audios)}
             clips = []
             for i, (e, t, raw) in enumerate(zip(entries, result["targets"], expected, strict=True)):
@@ -608,6 +733,16 @@ def build(out: Path, variant: str, seed: int, max_train_steps: int) -> None:
                     "funasr AutoModel does not reproduce the fixture:\n  " + "\n  ".join(failures)
                 )
             meta["verified_with_funasr_generate"] = True
+            check_audio = [a for variants in script[1] for a in variants]
+            wrong = verify_with_funasr(
+                tmp, check_audio, result["check_entries"], [sp.decode(t) for t in result["check_targets"]]
+            )
+            # each check clip runs with its language and with auto: 2 runs per clip
+            meta["training"]["script_funasr_runs_wrong"] = len(wrong)
+            eprint(
+                f"script check variants exact: {result['script_exact']}/{len(check_audio)}; funasr "
+                f"generate wrong in {len(wrong)}/{2 * len(check_audio)} runs, e.g. {wrong[:3]}"
+            )
         meta["build_seconds"] = round(time.monotonic() - t0, 1)
         (tmp / "dev_meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         out.parent.mkdir(parents=True, exist_ok=True)
