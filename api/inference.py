@@ -135,6 +135,10 @@ class WorkerInference:
                 self._loop_thread = LoopThread("worker-inference")
             return self._loop_thread
 
+    def pipeline_settings(self) -> PipelineSettings:
+        """The diarization parameters (read once; ``FileNotFoundError`` naming the folder)."""
+        return self.inference.pipeline_settings
+
     def run(self, fn: Callable[[Transcriber], Awaitable[T]], timeout: float | None = None) -> T:
         """``fn(transcriber)`` on the worker's loop, from a job thread; returns its result."""
 

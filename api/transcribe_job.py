@@ -223,6 +223,13 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
     except (ValueError, TypeError) as e:
         _set_outcome(services, ctx, audio_file_id, f"invalid_options: {e}")
         raise JobError("invalid_options", str(e)) from None
+    if options.diarize:
+        try:  # the diarization parameters, read once per worker (DIARIZATION_PARAMS_DIR)
+            services.inference.pipeline_settings()
+        except FileNotFoundError as e:
+            message = f"{e} (set DIARIZATION_PARAMS_DIR to the folder that holds them)"
+            _set_outcome(services, ctx, audio_file_id, f"diarization_unavailable: {message}")
+            raise JobError("diarization_unavailable", message) from None
     workdir = services.settings.data_dir / "jobs" / str(ctx.job_id)
     workdir.mkdir(parents=True, exist_ok=True)
     prefix = _checkpoint_dir(session, ctx.job_id)
@@ -272,8 +279,6 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
             raise JobError("model_not_found", f"Triton does not serve a model this job needs: {e}") from None
         except InferenceError as e:
             raise JobError("inference_failed", f"a Triton request failed: {e}", retryable=True) from None
-        except FileNotFoundError as e:
-            raise JobError("diarization_unavailable", f"{e} (set DIARIZATION_PARAMS_DIR)") from None
         except ValueError as e:  # options were checked above: what is left is the input's
             raise JobError("transcription_failed", str(e)) from None
     except JobError as e:

@@ -217,3 +217,23 @@ def test_resume_keeps_readable_chunks_made_with_the_same_options(services):
     services.blobs.delete([paths[1]])
     loaded = _load_resume(services, {"chunks": paths, "diarization": "u/s/jobs/j/diarization.npz"}, same)
     assert [c.index for c in loaded] == [0]  # chunk 1's blob is gone; the missing diarization is redone
+
+
+def test_missing_diarization_parameters_fail_the_job_saying_where_they_are_read(tmp_path, sqlite_url):
+    settings = make_settings(
+        tmp_path / "data",
+        database_url=sqlite_url,
+        triton_grpc_url="127.0.0.1:9",
+        diarization_params_dir=tmp_path / "not-mounted",
+    )
+    db = Database(sqlite_url)
+    services = JobServices(settings, db, make_blob_store(settings), WorkerInference(settings))
+    try:
+        session_id, audio_id, job_id = _session_with_audio(services, wav_bytes(1.0))
+        assert _executor(services).run(job_id) == "failed"
+        status, code, attempt, session_status, audio = _state(services, session_id, audio_id, job_id)
+        assert (status, code, attempt, session_status) == ("failed", "diarization_unavailable", 1, "failed")
+        assert "DIARIZATION_PARAMS_DIR" in audio.error_message and "not-mounted" in audio.error_message
+    finally:
+        services.inference.close()
+        db.dispose()
