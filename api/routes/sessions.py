@@ -165,12 +165,18 @@ _UPLOAD_BODY = {
     response_model=AudioFileOut,
     status_code=status.HTTP_201_CREATED,
     openapi_extra={"requestBody": _UPLOAD_BODY},
-    responses={413: {"description": "the file is larger than MAX_UPLOAD_BYTES"}},
+    responses={
+        413: {"description": "over MAX_UPLOAD_BYTES or MAX_STORED_BYTES_PER_USER (named in the detail)"},
+        415: {"description": "the file is not audio (docs/bad-input.md)"},
+        422: {"description": "a malformed form, or audio that cannot be transcribed (docs/bad-input.md)"},
+    },
 )
 async def upload_audio_file(session_id: uuid.UUID, request: Request, ctx: Ctx, principal: Writer):
-    """Store an audio file for the session (multipart field ``audio_file``, any container; metadata
-    is probed when libsndfile knows the format). Scope and ownership are checked before a byte of
-    the body is read; the file streams into the blob store, refused (413) past MAX_UPLOAD_BYTES."""
+    """Store an audio file for the session (multipart field ``audio_file``, any container FFmpeg
+    reads). Scope and ownership are checked before a byte of the body is read; the file streams into
+    the blob store, refused (413) past MAX_UPLOAD_BYTES, then checked with PyAV (duration measured
+    from its packets): what is not audio, or cannot be transcribed, is refused (415 / 422) and not
+    kept (docs/bad-input.md)."""
     # (the scope is checked by the Writer dependency: the route reads the body itself, after it)
 
     def owned() -> RecordingSession | None:
