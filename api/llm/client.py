@@ -15,7 +15,7 @@ from typing import Any
 
 import api.llm  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
 from api.llm.config import LLMConfig, ModelEntry, load_config
-from api.llm.prompts import SUMMARY_JSON_SCHEMA
+from api.llm.prompts import summary_json_schema
 
 log = logging.getLogger("api.llm")
 
@@ -88,7 +88,7 @@ class Reply:
     usage: Usage
 
 
-def _deployment(m: ModelEntry, default_timeout: float) -> dict[str, Any]:
+def _deployment(m: ModelEntry, default_timeout: float, max_output_tokens: int) -> dict[str, Any]:
     params: dict[str, Any] = {"model": m.model, "timeout": m.timeout or default_timeout}
     if m.api_base:
         params["api_base"] = m.api_base
@@ -102,7 +102,7 @@ def _deployment(m: ModelEntry, default_timeout: float) -> dict[str, Any]:
     if m.output_cost_per_token is not None:
         params["output_cost_per_token"] = m.output_cost_per_token
     if m.json_schema:  # every call to it is structured unless the call asks for text
-        params["response_format"] = {"type": "json_object", "schema": SUMMARY_JSON_SCHEMA}
+        params["response_format"] = {"type": "json_object", "schema": summary_json_schema(max_output_tokens)}
     return {
         "model_name": m.name,
         "litellm_params": params,
@@ -121,7 +121,7 @@ class LLM:
             r = config.router
             names = [m.name for m in self.models]
             self.router = litellm_module().Router(
-                model_list=[_deployment(m, r.timeout) for m in self.models],
+                model_list=[_deployment(m, r.timeout, r.max_output_tokens) for m in self.models],
                 fallbacks=[{names[0]: names[1:]}] if len(names) > 1 else [],
                 num_retries=r.num_retries,
                 retry_after=r.retry_after,

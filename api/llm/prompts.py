@@ -23,30 +23,36 @@ NOT_MENTIONED = {
 
 LINE_FORMAT = "[mm:ss] SPEAKER: text"
 
+
 # The summary answer's shape, for servers that constrain decoding to a JSON schema (llama.cpp's
 # ``response_format: {"type": "json_object", "schema": ...}``; a model entry's ``json_schema: true``).
-_STRINGS = {"type": "array", "items": {"type": "string"}}
-SUMMARY_JSON_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "summary": {"type": "string"},
-        "key_points": _STRINGS,
-        "action_items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "task": {"type": "string"},
-                    "owner": {"type": "string"},
-                    "due": {"type": "string"},
-                },
-                "required": ["task", "owner", "due"],
-            },
+# Lengths are bounded so that a complete object fits ``max_output_tokens`` (a small model asked for
+# JSON otherwise rambles until the token limit cuts the object off): at most 3 items per list and
+# string lengths in proportion: about 100 tokens for the JSON structure, then 2 characters per token.
+def summary_json_schema(max_output_tokens: int) -> dict:
+    chars = max(200, 2 * (max_output_tokens - 100))
+
+    def text(share: float) -> dict:
+        return {"type": "string", "maxLength": max(8, int(chars * share))}
+
+    def items(schema: dict) -> dict:
+        return {"type": "array", "items": schema, "maxItems": 3}
+
+    action = {
+        "type": "object",
+        "properties": {"task": text(0.06), "owner": text(0.015), "due": text(0.015)},
+        "required": ["task", "owner", "due"],
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "summary": text(0.3),
+            "key_points": items(text(0.07)),
+            "action_items": items(action),
+            "decisions": items(text(0.07)),
         },
-        "decisions": _STRINGS,
-    },
-    "required": ["summary", "key_points", "action_items", "decisions"],
-}
+        "required": ["summary", "key_points", "action_items", "decisions"],
+    }
 
 
 def language_directive(language: str | None) -> str:
