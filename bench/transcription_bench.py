@@ -17,8 +17,8 @@ What runs (docs/benchmarks.md, "## Transcription (end to end)", has the numbers 
   (``--diarization-artifact``, committed CPU configs); :meth:`Transcriber.transcribe` on the WAV file
   (decode with PyAV to a work folder, chunked VAD, ASR of every segment, diarization concurrently,
   speaker attribution) through one :class:`TritonClient`, as the api's batch job runs it. Not
-  through the api + worker: the batch route had not landed when this was measured (storing the
-  transcript, a few ms of SQL, is not in the time).
+  through the api + worker: the batch route landed while this bench was written; an api + worker
+  mode (upload -> job -> stored transcript, api and worker RSS) is still to do.
 * Reference: funasr-onnx 0.4.3 (``Fsmn_vad`` + ``SenseVoiceSmall`` on the same ONNX files, a pool of
   ``--ks`` processes x 2/k threads as in bench/asr_bench.py: VAD over the whole file, then one ASR
   task per segment), then pyannote.audio's ``SpeakerDiarization`` on the same diarization weights in
