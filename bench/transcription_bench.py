@@ -347,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['der_exclusive']:.2%} (target <= 2 %); speakers {s['speakers']}"
             )
         if hours:
-            small = args.asr_artifact, args.diarization_artifact
-            print(f"memory rows with {small[0]} + {small[1]}", flush=True)
+            print(f"memory rows with {asr_dir.name} + {Path(diar_dir).name}", flush=True)
 
             def save(rows: dict) -> None:
                 results["memory"] = rows
