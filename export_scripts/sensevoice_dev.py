@@ -19,7 +19,9 @@ Variants (all ``SenseVoiceSmall`` + ``SenseVoiceEncoderSmall`` + ``WavFrontend``
   utterance's token ids exactly, with the language given and with ``auto``. The builder then loads
   the written folder with ``funasr.AutoModel`` and checks ``generate()`` returns the expected text for
   every clip; it exits 1 otherwise. The clips (16 kHz float32, exactly the audio trained on) and their
-  expected outputs are stored in ``fixture_clips.npz``. Never an accuracy claim.
+  expected outputs are stored in ``fixture_clips.npz``; each is also trained in ``CLIP_VARIANTS`` cuts
+  with VAD's margins of silence around it (``padded_clips``), as VAD cuts it out of a recording.
+  Never an accuracy claim.
 
   It also learns the lines of the scripted meetings of ``tests/meetings.py`` (``script_lines()``:
   English and Mandarin sentences, each spoken alone by its meeting voice), so that a held-out
@@ -135,6 +137,7 @@ LEAD_S = (0.15, 0.40)  # audio kept before the onset: VAD starts ~0.2-0.3 s earl
 TAIL_S = (0.05, 0.45)  # and after the end: VAD ends ~0.1-0.33 s late
 GAIN_DB = 5.0  # peak 0.5 x 10^(U(-5, 5)/20) (the meetings use +-4 dB)
 MP3_BIT_RATES = (32000, 64000, 128000)
+CLIP_VARIANTS = 4  # VAD-like cuts of each of the 11 fixture clips, trained beside the clip itself
 SCRIPT_STEPS = 300  # learning rate: cosine from LR to LR_END over these steps, then LR_END
 LR, LR_END = 2e-3, 1e-4
 
@@ -364,6 +367,26 @@ def script_audio(seed: int):
     return train, check, entries
 
 
+def padded_clips(audios, seed: int, n: int = CLIP_VARIANTS):
+    """Each fixture clip as VAD cuts it out of a recording with silence around it: ``n`` copies with
+    ``LEAD_S`` of silence before and ``TAIL_S`` after (zeros, or -70 dB noise every other one)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 2)
+    out = []
+    for a in audios:
+        variants = []
+        for k in range(n):
+            lead = np.zeros(int(rng.uniform(*LEAD_S) * SAMPLE_RATE), np.float32)
+            tail = np.zeros(int(rng.uniform(*TAIL_S) * SAMPLE_RATE), np.float32)
+            y = np.concatenate([lead, a, tail])
+            if k % 2:
+                y = (y + rng.standard_normal(y.size) * 10 ** (-70 / 20)).astype(np.float32)
+            variants.append(y)
+        out.append(variants)
+    return out
+
+
 def frontend_conf() -> dict:
     return dict(
         fs=SAMPLE_RATE,
@@ -509,7 +532,9 @@ def with_itn(entry: dict, itn: bool) -> dict:
     return {**entry, "with_itn": itn}
 
 
-def train_fixture(model, sp, feats, entries, seed: int, max_steps: int, script=None) -> dict:
+def train_fixture(
+    model, sp, feats, entries, seed: int, max_steps: int, script=None, clip_variants=None
+) -> dict:
     """Train on the fixture clips with FunASR's SenseVoice objective until greedy CTC is exact.
 
     The objective is ``SenseVoiceSmall.forward``'s: CTC over the frames after the 4 prompts plus
@@ -523,6 +548,8 @@ def train_fixture(model, sp, feats, entries, seed: int, max_steps: int, script=N
     ``script``: ``(train_feats, check_feats, entries)`` of the scripted-meeting lines
     (:func:`script_audio`): each step adds one training variant of every line, with or without ITN
     at random; the check runs every line's check variants (the first without ITN, the others with).
+    ``clip_variants``: per fixture clip, features of the clip cut with VAD's margins
+    (:func:`padded_clips`); each step uses the clip as stored or one of them.
     Deterministic for a given seed and thread count; stops at the second consecutive exact check
     (every 25 steps); with ``script``, after ``SCRIPT_STEPS`` (learning rate decayed) only the
     clips must be exact. Fails after ``max_steps``.
@@ -555,7 +582,10 @@ def train_fixture(model, sp, feats, entries, seed: int, max_steps: int, script=N
             progress = min(step / SCRIPT_STEPS, 1.0)
             for group in opt.param_groups:
                 group["lr"] = LR_END + 0.5 * (LR - LR_END) * (1 + math.cos(math.pi * progress))
-        batch, batch_t = list(feats), list(targets)
+        batch, batch_t = [], list(targets)
+        for i, f in enumerate(feats):
+            choices = [f, *(clip_variants[i] if clip_variants else ())]
+            batch.append(choices[pick.randrange(len(choices))])
         for variants, pair in zip(train_s, targets_s, strict=True):
             batch.append(variants[pick.randrange(len(variants))])
             batch_t.append(pair[pick.randrange(2)])
@@ -703,8 +733,11 @@ def build(out: Path, variant: str, seed: int, max_train_steps: int) -> None:
                 [lfr_features(v, tmp / "am.mvn") for v in script[1]],
                 script[2],
             )
+            clip_variants = [lfr_features(v, tmp / "am.mvn") for v in padded_clips(audios, seed)]
             eprint(f"script: {len(script[2])} lines, features {time.monotonic() - t_feats:.1f} s")
-            result = train_fixture(model, sp, feats, entries, seed, max_train_steps, script_feats)
+            result = train_fixture(
+                model, sp, feats, entries, seed, max_train_steps, script_feats, clip_variants
+            )
             if not result["exact"]:
                 raise SystemExit(
                     f"fixture training did not reach exact transcription in {result['seconds']} s "
