@@ -133,6 +133,8 @@ stage_disk() {
 stage_env_serve() { scripts/ensure_env.sh serve; }
 stage_env_export() { scripts/ensure_env.sh export; }
 stage_models() { "$SERVE_PY" -m export_scripts.build dev; }
+# The local LLM (llama.cpp compiled once, cached by content hash): tests/api/test_local_llm.py runs it.
+stage_env_llm() { scripts/ensure_llm.sh >/dev/null; }
 
 stage_pytest() {
   local rc
@@ -154,6 +156,7 @@ run_stage disk stage_disk
 run_stage env-serve stage_env_serve
 [ "$mode" = full ] && run_stage env-export stage_env_export
 run_stage models stage_models
+[ "$mode" = full ] && run_stage env-llm stage_env_llm
 run_stage pytest stage_pytest
 print_table
 exit 0

@@ -3,8 +3,9 @@ environment cached by scripts/ensure_llm.sh) with SmolLM2-135M-Instruct, the sum
 LiteLLM, a stored summary in the right shape. The model is tiny: the test asserts the shape, never
 the content (its summaries are poor; quality comes from the model you configure).
 
-A cold cache builds the environment inside the fixture (llama.cpp compiles: ~7 min on 2 idle cores,
-31 min measured on a loaded one); `make test` should build it first (scripts/ensure_llm.sh)."""
+`make test` builds the environment before pytest (scripts/test.sh's env-llm stage: llama.cpp compiles
+once, ~7 min on 2 idle cores, 31 min measured on a loaded one); run alone on a cold cache, the
+fixture builds it."""
 
 from __future__ import annotations
 
