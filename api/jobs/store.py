@@ -27,6 +27,19 @@ QUEUED, RUNNING = JobStatus.queued.value, JobStatus.running.value
 COMPLETED, FAILED, CANCELLED = JobStatus.completed.value, JobStatus.failed.value, JobStatus.cancelled.value
 
 
+# The statuses of a job that is still to finish (queued or running).
+ACTIVE_JOB_STATUSES: tuple[str, ...] = (JobStatus.queued.value, JobStatus.running.value)
+
+
+def active_job_of_session(s: Session, session_id: uuid.UUID, kind: str) -> uuid.UUID | None:
+    """The id of a job of ``kind`` for the session that is queued or running (None if none)."""
+    return s.scalar(
+        select(Job.id)
+        .where(Job.session_id == session_id, Job.kind == kind, Job.status.in_(ACTIVE_JOB_STATUSES))
+        .limit(1)
+    )
+
+
 def job_error(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 

@@ -13,17 +13,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from api.core.security import Principal, Scope
 from api.crud.transcriptions import current_transcription
 from api.deps import DB, Ctx, require_scopes
 from api.jobs.service import submit_job
+from api.jobs.store import active_job_of_session
 from api.llm.client import LLMUnavailable, get_llm
 from api.llm.summarize import MalformedOutput, Summarizer, text_lines
-from api.models import AISummary, Job
+from api.models import AISummary
 from api.routes.sessions import _owned
-from api.routes.transcriptions import ACTIVE
 from api.schemas import (
     LLMUnavailableOut,
     SummarizeIn,
@@ -131,9 +130,7 @@ def summarize_session(
         raise HTTPException(
             status.HTTP_409_CONFLICT, "this session has no transcript yet: transcribe it first"
         )
-    active = db.scalar(
-        select(Job.id).where(Job.session_id == session.id, Job.kind == KIND, Job.status.in_(ACTIVE)).limit(1)
-    )
+    active = active_job_of_session(db, session.id, KIND)
     if active is not None:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"a summary of this session is already queued or running (job {active})"

@@ -28,6 +28,7 @@ from api.crud import audio as audio_crud
 from api.crud import transcriptions as tcrud
 from api.deps import DB, Ctx, require_scopes
 from api.jobs.service import submit_job
+from api.jobs.store import ACTIVE_JOB_STATUSES, active_job_of_session
 from api.models import (
     DEFAULT_SESSION_TITLE,
     AISummary,
@@ -66,7 +67,6 @@ Writer = Annotated[Principal, require_scopes(Scope.SESSIONS_WRITE)]
 UPLOAD_FIELD = "audio_file"
 BATCH_FIELDS = ("title", "language", "num_speakers", "min_speakers", "max_speakers", "use_itn")
 NO_TRANSCRIPTION = "this session has no transcription yet"
-ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 FORMAT_ALIASES = {"markdown": "md", "webvtt": "vtt", "text": "txt", "subrip": "srt"}
 
 _BATCH_BODY = {
@@ -114,7 +114,7 @@ def _check_active_jobs(ctx: Any, user_id: uuid.UUID) -> None:
         active = s.scalar(
             select(func.count())
             .select_from(Job)
-            .where(Job.user_id == user_id, Job.kind == KIND, Job.status.in_(ACTIVE))
+            .where(Job.user_id == user_id, Job.kind == KIND, Job.status.in_(ACTIVE_JOB_STATUSES))
         )
     if active >= cap:
         raise HTTPException(
@@ -246,9 +246,7 @@ def transcribe_session(
             raise HTTPException(
                 status.HTTP_409_CONFLICT, "this session has no audio file: upload one to /audio_files first"
             )
-    running = db.scalar(
-        select(Job.id).where(Job.session_id == session.id, Job.kind == KIND, Job.status.in_(ACTIVE)).limit(1)
-    )
+    running = active_job_of_session(db, session.id, KIND)
     if running is not None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
