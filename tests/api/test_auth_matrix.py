@@ -17,9 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.core.auth import OPERATOR_PATHS, PUBLIC_PATHS
+from api.crud import transcriptions as tcrud
 from api.jobs.store import JobStore
 from api.main import create_app
+from api.models import RecordingSession
 from api.routes.ops import app_routes
+from speechlib.transcript import Segment, Transcript
 from tests.api.conftest import JWT_SECRET, make_settings, register
 from tests.api.test_sessions import wav_bytes
 
@@ -38,6 +41,16 @@ PARAM = re.compile(r"{([^}]+)}")
 BODIES: dict[tuple[str, str], dict] = {
     ("/api/v1/sessions/{session_id}/audio_files", "POST"): {
         "files": {"audio_file": ("a.wav", b"RIFF", "audio/wav")}
+    },
+    ("/api/v1/sessions/{session_id}/speakers/rename", "POST"): {
+        "json": {"speaker": "SPEAKER_00", "name": "Alice"}
+    },
+    ("/api/v1/sessions/{session_id}/summaries", "POST"): {"json": {"summary": "an edited summary"}},
+    ("/api/v1/sessions/{session_id}/transcription", "PATCH"): {
+        "json": {"segments": [{"index": 1, "text": "edited"}]}
+    },
+    ("/api/v1/sessions/{session_id}/transcription", "PUT"): {
+        "json": {"segments": [{"start_time": 0.0, "end_time": 1.0, "text": "edited"}]}
     },
 }
 
@@ -61,6 +74,17 @@ def world(tmp_path_factory):
         ).json()
         with ctx.db.session() as s:
             job_id = JobStore.create(s, "sleep_chunks", {}, user_id=a["id"]).id
+            transcription_id = tcrud.save_transcription(
+                s,
+                session=s.get(RecordingSession, uuid.UUID(session["id"])),
+                transcript=Transcript.from_segments([Segment(1, 0.0, 1.0, "hello", "SPEAKER_00", "en")]),
+                source="batch",
+            ).id
+        template = client.post(
+            "/api/v1/templates/",
+            json={"name": "mine", "template_content": "## Notes"},
+            headers=a["headers"],
+        ).json()
         key = client.post("/api/v1/api-keys", json={"name": "k"}, headers=a["headers"]).json()
         revoked = client.post("/api/v1/api-keys", json={"name": "revoked"}, headers=a["headers"]).json()
         client.delete(f"/api/v1/api-keys/{revoked['id']}", headers=a["headers"])
@@ -70,6 +94,8 @@ def world(tmp_path_factory):
             "task_id": str(job_id),
             "key_id": key["id"],
             "file_id": audio["id"],
+            "transcription_id": str(transcription_id),
+            "template_id": template["id"],
         }
         yield {"app": app, "client": client, "a": a, "b": b, "owned": owned, "revoked_key": revoked["key"]}
 
