@@ -169,8 +169,12 @@ def verbose_json(transcript: Transcript, asr_segments: list, granularities: set[
             )
         body["segments"] = segments
     if "word" in granularities:
+        # as OpenAI's: spoken words only (a punctuation token is no word to time)
         body["words"] = [
-            {"word": w.text, "start": w.start, "end": w.end} for s in transcript.segments for w in s.words
+            {"word": w.text, "start": w.start, "end": w.end}
+            for s in transcript.segments
+            for w in s.words
+            if any(ch.isalnum() for ch in w.text)
         ]
     body["usage"] = _usage(transcript)
     return body
