@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from api.context import AppContext
-from api.core.security import Principal
+from api.core.security import Principal, Scope
 
 
 def unprocessable(loc: tuple[str, ...], msg: str) -> RequestValidationError:
@@ -62,6 +62,11 @@ def require_scopes(*scopes: str):
         return principal
 
     return Depends(check)
+
+
+# A caller allowed to read / change sessions and what hangs off them (audio, transcripts, summaries).
+SessionReader = Annotated[Principal, require_scopes(Scope.SESSIONS_READ)]
+SessionWriter = Annotated[Principal, require_scopes(Scope.SESSIONS_WRITE)]
 
 
 def require_interactive(principal: CurrentPrincipal) -> Principal:

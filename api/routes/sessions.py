@@ -10,10 +10,10 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from api.blobstore import BlobNotFound
-from api.core.security import Principal, Scope
+from api.core.security import Principal
 from api.crud import audio as audio_crud
 from api.crud import sessions as crud
-from api.deps import DB, Ctx, require_scopes
+from api.deps import DB, Ctx, SessionReader, SessionWriter
 from api.models import DEFAULT_LANGUAGE, DEFAULT_SESSION_TITLE, AudioFile, RecordingSession, SessionStatus
 from api.schemas import (
     MAX_OFFSET,
@@ -33,8 +33,8 @@ from api.uploads import MultipartFileStream, attachment, stream_upload, upload_l
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 audio_router = APIRouter(prefix="/api/v1/audio-files", tags=["sessions"])
 
-Reader = Annotated[Principal, require_scopes(Scope.SESSIONS_READ)]
-Writer = Annotated[Principal, require_scopes(Scope.SESSIONS_WRITE)]
+Reader = SessionReader
+Writer = SessionWriter
 
 NOT_FOUND = "session not found"
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.core.security import Principal, Scope
 from api.crud.transcriptions import current_transcription
-from api.deps import DB, Ctx, require_scopes
+from api.deps import DB, Ctx, SessionReader, require_scopes
 from api.jobs.service import submit_job
 from api.jobs.store import active_job_of_session
 from api.llm.client import LLMUnavailable, get_llm
@@ -47,7 +47,7 @@ from api.summaries import (
 
 router = APIRouter(prefix="/api/v1", tags=["summaries"])
 Summarizing = Annotated[Principal, require_scopes(Scope.SUMMARIZE)]
-Reader = Annotated[Principal, require_scopes(Scope.SESSIONS_READ)]
+Reader = SessionReader
 
 _LLM_RESPONSES: dict[int | str, dict[str, Any]] = {
     502: {"description": "the model's answer was not the required JSON, also after one repair retry"},

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from api.core.security import Principal, Scope
 from api.crud import audio as audio_crud
 from api.crud import transcriptions as tcrud
-from api.deps import DB, Ctx, require_scopes
+from api.deps import DB, Ctx, SessionReader, SessionWriter, require_scopes
 from api.jobs.service import submit_job
 from api.jobs.store import ACTIVE_JOB_STATUSES, active_job_of_session
 from api.models import (
@@ -61,8 +61,8 @@ batch_router = APIRouter(prefix="/api/v1/transcriptions", tags=["transcriptions"
 router = APIRouter(prefix="/api/v1/sessions", tags=["transcriptions"])
 
 Transcriber = Annotated[Principal, require_scopes(Scope.TRANSCRIBE)]
-Reader = Annotated[Principal, require_scopes(Scope.SESSIONS_READ)]
-Writer = Annotated[Principal, require_scopes(Scope.SESSIONS_WRITE)]
+Reader = SessionReader
+Writer = SessionWriter
 
 UPLOAD_FIELD = "audio_file"
 BATCH_FIELDS = ("title", "language", "num_speakers", "min_speakers", "max_speakers", "use_itn")
