@@ -134,6 +134,20 @@ class Settings(BaseSettings):
 
     # --- LLM summaries and titles (docs/summaries.md): the LiteLLM router's YAML file
     llm_config: Path | None = None  # empty: config/llm.yaml of this checkout
+    auto_summary_default: bool = False  # a user without the preference: summarise after transcription?
+
+    # --- live sessions (LiveKit; docs/interfaces.md "Live sessions")
+    livekit_url: str = ""  # the SFU's URL as browsers reach it (ws:// or wss://); empty: live disabled (503)
+    livekit_api_url: str = ""  # its server API (http[s]://) for room status/end; empty: from LIVEKIT_URL
+    livekit_api_key: str = ""
+    livekit_api_secret: SecretStr = SecretStr("")  # >= 32 bytes; signs participant tokens, verifies agents and webhooks
+    livekit_agent_name: str = "intrascribe-agent"  # dispatched into every session's room
+    livekit_token_ttl_seconds: int = Field(6 * 3600, ge=60)  # participant tokens
+    agent_token_ttl_seconds: int = Field(900, ge=60)  # session-scoped api tokens the agent renews
+    live_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)  # live segments/status after last activity
+    live_max_segments: int = Field(20000, ge=1)  # per session; more: 413
+    recording_chunk_seconds: float = Field(10.0, gt=0, le=60)  # Ogg/Opus chunk length the agent uploads
+    recording_max_chunk_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
     _split = field_validator(
         "cors_origins", "triton_models", "health_optional", "extra_job_modules", mode="before"
