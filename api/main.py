@@ -23,6 +23,7 @@ from api.core.middleware import (
     REQUEST_ID_HEADER,
     AuthMiddleware,
     BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
     RequestContextMiddleware,
 )
 from api.routes import (
@@ -107,8 +108,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 def sync_body_limits(settings: Settings) -> list[tuple[str, re.Pattern[str], int]]:
     """The synchronous audio routes take bodies up to a size derived from SYNC_MAX_AUDIO_SECONDS."""
     limit = sync_body_limit(settings)
+    return [(method, pattern, limit) for method, pattern in sync_routes()]
+
+
+def sync_routes() -> list[tuple[str, re.Pattern[str]]]:
+    """(method, path regex) of the synchronous audio routes."""
     paths = (openai_compat.TRANSCRIPTIONS_PATH, direct.TRANSCRIBE_PATH, direct.DIARIZE_PATH)
-    return [("POST", re.compile(f"^{re.escape(p)}/?$"), limit) for p in paths]
+    return [("POST", re.compile(f"^{re.escape(p)}/?$")) for p in paths]
 
 
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
@@ -161,6 +167,13 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.include_router(openai_compat.router, dependencies=documented_auth)
 
     # add_middleware wraps: the last added is the outermost.
+    # inside authentication: only authenticated calls take a slot
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        limit=settings.sync_max_concurrent,
+        paths=sync_routes(),
+        setting="SYNC_MAX_CONCURRENT",
+    )
     app.add_middleware(AuthMiddleware, authenticator=ctx.auth, metrics=ctx.metrics)
     if settings.cors_origins:
         app.add_middleware(

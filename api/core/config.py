@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     diarization_params_dir: Path | None = None
     vad_chunk_seconds: float = Field(600.0, gt=0, le=3600)  # seconds of audio per VAD request
     sync_max_audio_seconds: float = Field(300.0, gt=0)  # /v1/audio/transcriptions, /transcribe, /diarize-file
+    sync_max_concurrent: int = Field(4, ge=1)  # synchronous calls in progress per api process; more: 429
     max_active_jobs_per_user: int = Field(4, ge=1)  # queued + running transcriptions; more: 429
     max_stored_bytes_per_user: int = Field(20 * 1024**3, ge=0)  # audio bytes a user may keep; more: 413
 

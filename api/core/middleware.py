@@ -154,6 +154,40 @@ class BodyLimitMiddleware:
             await _too_large(send, e.limit, close=True)
 
 
+class ConcurrencyLimitMiddleware:
+    """At most ``limit`` requests in progress at once on the matching routes (per api process); one
+    more is answered 429 with ``Retry-After`` at once, before its body is read. The synchronous audio
+    routes hold their body and the decoded audio while they run (a 300 s JSON body is ~110 MiB):
+    without a cap, concurrent calls multiply that. ``setting`` names the limit in the answer."""
+
+    def __init__(self, app, limit: int, paths: list[tuple[str, re.Pattern[str]]], setting: str):
+        self.app = app
+        self.limit = limit
+        self.paths = paths
+        self.setting = setting
+        self.in_flight = 0  # one event loop: no await between the check and the increment
+
+    def applies(self, method: str, path: str) -> bool:
+        return any(m == method and pattern.match(path) for m, pattern in self.paths)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.applies(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            detail = (
+                f"{self.limit} synchronous calls are in progress ({self.setting}); retry shortly, "
+                "or use the batch endpoint POST /api/v1/transcriptions/batch"
+            )
+            await send_json(send, 429, {"detail": detail}, [(b"retry-after", b"1")])
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 async def _too_large(send, limit: int, close: bool) -> None:
     headers = [(b"connection", b"close")] if close else []
     await send_json(

@@ -116,6 +116,7 @@ _FAILURES: dict[int | str, dict[str, Any]] = {
         "description": "over SYNC_MAX_AUDIO_SECONDS (use the batch endpoint) or the body limit",
         "content": _ANY_JSON,
     },
+    429: {"description": "SYNC_MAX_CONCURRENT calls in progress; see Retry-After", "content": _ANY_JSON},
     502: {"description": "the inference server failed the request", "content": _ANY_JSON},
     503: {"description": "the inference server is down or not serving the models", "content": _ANY_JSON},
 }

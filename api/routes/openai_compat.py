@@ -104,6 +104,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid API key", "content": _ERROR_SCHEMA},
     403: {"description": "the API key lacks the transcribe scope", "content": _ERROR_SCHEMA},
     413: {"description": "body or audio over the synchronous limit", "content": _ERROR_SCHEMA},
+    429: {"description": "SYNC_MAX_CONCURRENT calls in progress; see Retry-After", "content": _ERROR_SCHEMA},
     502: {"description": "the inference server failed the request", "content": _ERROR_SCHEMA},
     503: {"description": "the inference server is down or not serving the models", "content": _ERROR_SCHEMA},
 }
