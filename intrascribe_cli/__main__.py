@@ -1,0 +1,3 @@
+from intrascribe_cli.app import main
+
+main()
