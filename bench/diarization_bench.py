@@ -69,13 +69,14 @@ def pyannote_worker(args: argparse.Namespace) -> int:
     wav = Path(args.wav)
     warm = Path(args.result).with_name("warm.wav")
     write_wav_slice(wav, warm, 30.0)
-    diarize_file(pipeline, warm)
+    bound = {"max_speakers": args.max_speakers} if getattr(args, "max_speakers", None) else {}
+    diarize_file(pipeline, warm, **bound)
     # Each run records what pyannote computed, its tied frames included (the hooks cost little next
     # to the networks): export_scripts.reference_diarization, docs/diarization-export.md.
     times, rec = [], None
     for _ in range(args.repeats):
         t = time.perf_counter()
-        rec = diarize_file(pipeline, wav)
+        rec = diarize_file(pipeline, wav, **bound)
         times.append(time.perf_counter() - t)
     save([rec], Path(args.result).with_suffix(".npz"), {"model_dir": args.model_dir})
 
@@ -312,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="copy the audio and both sides' records here")
     # internal: the pyannote half, run with the export environment's Python
     p.add_argument("--pyannote-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--max-speakers", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -84,7 +84,7 @@ def build_repository(work: Path, asr_dir: Path, vad_dir: Path, diarization_dir: 
     return diarization_repository(repo, diarization_dir)
 
 
-async def _transcribe(url: str, wav: Path, settings):
+async def _transcribe(url: str, wav: Path, settings, max_speakers: int | None = None):
     from inference_client import TritonClient
     from inference_client.transcription import ChunkCheckpoint, Transcriber, TranscriptionOptions
 
@@ -97,15 +97,17 @@ async def _transcribe(url: str, wav: Path, settings):
     async with TritonClient(url, timeout_s=600) as client:
         t0 = time.perf_counter()
         result = await Transcriber(client, diarization_settings=settings).transcribe(
-            wav, TranscriptionOptions(language="auto", use_itn=True), on_checkpoint=keep
+            wav,
+            TranscriptionOptions(language="auto", use_itn=True, max_speakers=max_speakers),
+            on_checkpoint=keep,
         )
         return time.perf_counter() - t0, result, [r for c in chunks for r in c.segments]
 
 
-def run_ours(url: str, wav: Path, settings) -> dict:
+def run_ours(url: str, wav: Path, settings, max_speakers: int | None = None) -> dict:
     from tests.diarization_helpers import as_tuples
 
-    seconds, result, recognized = asyncio.run(_transcribe(url, wav, settings))
+    seconds, result, recognized = asyncio.run(_transcribe(url, wav, settings, max_speakers))
     return {
         "seconds": seconds,
         "segments": [(r.start_ms, r.end_ms, r.text) for r in recognized],  # one per VAD segment
@@ -120,12 +122,15 @@ def run_ours(url: str, wav: Path, settings) -> dict:
 # -- the reference ----------------------------------------------------------------------------------
 
 
-def run_pyannote(source: Path, wav: Path, work: Path, cpu: bool = True) -> dict:
+def run_pyannote(
+    source: Path, wav: Path, work: Path, cpu: bool = True, max_speakers: int | None = None
+) -> dict:
     """One timed pyannote.audio run in a fresh export-environment process (after its 30 s warm-up)."""
     result = work / "pyannote.json"
     cmd = [str(EXPORT_PYTHON), str(REPO_ROOT / "bench" / "diarization_bench.py"), "--pyannote-worker"]
     cmd += ["--model-dir", str(source), "--wav", str(wav), "--threads", str(THREADS), "--repeats", "1"]
     cmd += ["--result", str(result)] + (["--cpu"] if cpu else [])
+    cmd += ["--max-speakers", str(max_speakers)] if max_speakers else []
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), PYANNOTE_METRICS_ENABLED="false")
     subprocess.run(cmd, check=True, cwd=REPO_ROOT, env=env, stdout=sys.stderr)
     out = json.loads(result.read_text())
@@ -136,9 +141,11 @@ def run_pyannote(source: Path, wav: Path, work: Path, cpu: bool = True) -> dict:
     }
 
 
-def run_reference(funasr, n_samples: int, source: Path, wav: Path, work: Path) -> dict:
+def run_reference(
+    funasr, n_samples: int, source: Path, wav: Path, work: Path, max_speakers: int | None = None
+) -> dict:
     asr = funasr.run([(0, n_samples)])
-    diar = run_pyannote(source, wav, work)
+    diar = run_pyannote(source, wav, work, max_speakers=max_speakers)
     return {
         "seconds": asr["seconds"] + diar["seconds"],
         "asr_seconds": asr["seconds"],
@@ -238,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("EXPORT", "SOURCE"),
         help="export folder + hub-layout source folder instead of --diarization-artifact",
     )
+    ap.add_argument(
+        "--max-speakers",
+        type=int,
+        default=None,
+        help="speaker bound on both sides (random full-size embeddings give pyannote > 127 clusters, "
+        "which overflows its int8 cluster ids)",
+    )
     ap.add_argument("--skip-speed", action="store_true", help="only --memory-hours")
     ap.add_argument("--memory-hours", default="", help="comma-separated hours, e.g. 1,2,4")
     ap.add_argument("--json", type=Path, default=None)
@@ -306,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                     funasr.run([(0, min(len(audio), int(WARMUP_S * SAMPLE_RATE)))])
                     for r in range(max(args.repeats, ref_repeats)):
                         if r < ref_repeats:
-                            ref_runs.append(run_reference(funasr, len(audio), diar_source, wav, work))
+                            ref_runs.append(
+                                run_reference(funasr, len(audio), diar_source, wav, work, args.max_speakers)
+                            )
                             last = ref_runs[-1]
                             print(
                                 f"round {r + 1}: reference {last['seconds']:.1f} s (funasr-onnx "
@@ -315,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                                 flush=True,
                             )
                         if r < args.repeats:
-                            ours_runs.append(run_ours(url, wav, settings))
+                            ours_runs.append(run_ours(url, wav, settings, args.max_speakers))
                             print(
                                 f"round {r + 1}: ours {ours_runs[-1]['seconds']:.1f} s "
                                 f"{ours_runs[-1]['timings']} (load {loadavg()})",

@@ -141,7 +141,8 @@ class Settings(BaseSettings):
     livekit_url: str = ""  # the SFU's URL as browsers reach it (ws:// or wss://); empty: live disabled (503)
     livekit_api_url: str = ""  # its server API (http[s]://) for room status/end; empty: from LIVEKIT_URL
     livekit_api_key: str = ""
-    livekit_api_secret: SecretStr = SecretStr("")  # >= 32 bytes; signs participant tokens, verifies agents and webhooks
+    # >= 32 bytes; signs participant tokens, verifies the agent's job tokens and LiveKit's webhooks
+    livekit_api_secret: SecretStr = SecretStr("")
     livekit_agent_name: str = "intrascribe-agent"  # dispatched into every session's room
     livekit_token_ttl_seconds: int = Field(6 * 3600, ge=60)  # participant tokens
     agent_token_ttl_seconds: int = Field(900, ge=60)  # session-scoped api tokens the agent renews
@@ -173,9 +174,7 @@ class Settings(BaseSettings):
 
     _empty_is_default = field_validator(
         "queue_sqlite_path", "blob_dir", "diarization_params_dir", "llm_config", mode="before"
-    )(
-        lambda v: None if v == "" else v
-    )
+    )(lambda v: None if v == "" else v)
 
     # ---------------------------------------------------------------- derived values
     @property
