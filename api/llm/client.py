@@ -147,8 +147,19 @@ class LLM:
         model = self.models[0].model if self.models else "gpt-4o"
         return litellm_module().token_counter(model=model, text=text)
 
-    def _hint(self) -> str:
-        return HINT + (f" (left out: {'; '.join(self.skipped)})" if self.skipped else "")
+    def _hint(self, failed: list[ModelEntry] | None = None) -> str:
+        """What to do: the general hint, then per failed model where it runs (``api_base``) and its
+        own ``hint`` from the configuration, then the enabled models left out and why."""
+        notes = [
+            f"{m.name} at {m.api_base or m.model}" + (f": {m.hint}" if m.hint else "")
+            for m in failed or []
+            if m.api_base or m.hint
+        ]
+        return (
+            HINT
+            + (f" (no answer from {'; '.join(notes)})" if notes else "")
+            + (f" (left out: {'; '.join(self.skipped)})" if self.skipped else "")
+        )
 
     def require(self) -> None:
         """Raises :class:`LLMUnavailable` when no model is usable (none enabled, or keys unset)."""
@@ -175,7 +186,7 @@ class LLM:
             tried = [m.name for m in self.models]
             log.warning("no LLM answered (tried %s): %s: %s", tried, type(e).__name__, e)
             raise LLMUnavailable(
-                f"no LLM model answered (last error: {type(e).__name__})", tried, self._hint()
+                f"no LLM model answered (last error: {type(e).__name__})", tried, self._hint(self.models)
             ) from e
         hidden = getattr(resp, "_hidden_params", {}) or {}
         info = hidden.get("model_id") or ""

@@ -36,6 +36,8 @@ class ModelEntry(_Strict):
     output_cost_per_token: float | None = Field(None, ge=0)
     # constrain summary answers to their JSON schema (llama.cpp servers' response_format extension)
     json_schema: bool = False
+    # what the operator can do when this model does not answer (shown in the 503's hint)
+    hint: str | None = Field(None, max_length=500)
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

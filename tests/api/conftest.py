@@ -41,6 +41,7 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
         triton_http_url="",
         triton_models=[],
         llm_health_url="",
+        llm_config=Path(__file__).with_name("llm_none.yaml"),  # no model: none on 8091 is asked
         supabase_url="",
         supabase_jwks_url="",
         queue_backend="sqlite",

@@ -223,6 +223,38 @@ def test_no_reachable_model_is_503_with_what_was_tried(tmp_path, make_env):
     assert "INTRASCRIBE_TEST_UNSET_KEY" in r.json()["hint"]
 
 
+def test_shipped_config_local_model_on_and_without_its_server_a_quick_503(tmp_path, make_env):
+    """config/llm.yaml as shipped: the local model on, the hosted ones off. With nothing listening
+    where the local server should be (its port swapped for a closed one, every other setting as
+    shipped: retries, backoff, timeouts), summary and title answer 503 within seconds, naming the
+    local model and how to start its server, not after the 300 s per-call timeout."""
+    import time
+
+    import yaml
+
+    from tests.api.sync_helpers import closed_port_url
+
+    shipped = yaml.safe_load((REPO / "config" / "llm.yaml").read_text())
+    enabled = {m["name"]: m["enabled"] for m in shipped["models"]}
+    assert enabled.pop("local") is True and not any(enabled.values()), enabled
+    (local,) = [m for m in shipped["models"] if m["name"] == "local"]
+    assert local["api_base"] == "http://127.0.0.1:8091/v1"
+    local["api_base"] = f"http://{closed_port_url()}/v1"
+    config = tmp_path / "shipped.yaml"
+    config.write_text(yaml.safe_dump(shipped))
+    env = make_env(config)
+    for path in ("/api/v1/summarize", "/api/v1/generate-title"):
+        started = time.monotonic()
+        r = env.client.post(path, json={"transcription_text": "[00:01] Alice: hello"}, headers=env.h)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["tried"] == ["local"] and body["error"].startswith("no LLM model answered")
+        assert local["api_base"] in body["hint"] and "scripts/llm_server.sh" in body["hint"]
+        assert elapsed < 20, f"{path}: 503 after {elapsed:.1f} s"
+        print(f"{path}: 503 after {elapsed:.1f} s")
+
+
 def test_malformed_output_gets_one_repair_then_fails_the_job(tmp_path, make_env):
     answers = ["Sure! Here is the summary: {summary: nope", _answer()]
     with FakeLLM(lambda m: answers.pop(0) if answers else "still not json") as fake:
