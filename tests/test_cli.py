@@ -54,25 +54,19 @@ class LLMReplies:
         )
 
 
-@pytest.fixture(scope="module")
-def stack(fixture_server, tmp_path_factory):  # noqa: F811
-    """(api url, LLMReplies, workers): the api over HTTP and one worker process on one SQLite
-    database and queue, Triton serving the trained fixtures, the fake LLM behind LLM_CONFIG."""
-    server, _, params_dir = fixture_server
-    tmp = tmp_path_factory.mktemp("cli_stack")
-    db_url = f"sqlite:///{tmp}/api.db"
-    upgrade(db_url)
-    replies = LLMReplies()
-    with FakeLLM(replies) as fake:
+class Stack:
+    """The api over HTTP (``url``) on a SQLite database and queue, the fake LLM behind LLM_CONFIG;
+    ``start_worker(grpc_url, params_dir)`` adds a worker process (only transcription needs Triton)."""
+
+    def __init__(self, tmp: Path, fake: FakeLLM, replies: LLMReplies):
+        self.replies = replies
+        db_url = f"sqlite:///{tmp}/api.db"
+        upgrade(db_url)
         config = write_config(tmp / "llm.yaml", [model_entry(fake)], max_output_tokens=300)
-        settings = make_settings(
-            tmp / "data",
-            database_url=db_url,
-            triton_grpc_url=server.ports.grpc_url,
-            extra_job_modules=[],
-            llm_config=config,
+        self.settings = make_settings(
+            tmp / "data", database_url=db_url, extra_job_modules=[], llm_config=config
         )
-        env = {
+        self.env = {
             "DATABASE_URL": db_url,
             "REDIS_URL": "",
             "QUEUE_BACKEND": "sqlite",
@@ -80,26 +74,50 @@ def stack(fixture_server, tmp_path_factory):  # noqa: F811
             "AUTH_MODE": "embedded",
             "JWT_SECRET": JWT_SECRET,
             "TRITON_HTTP_URL": "",
-            "TRITON_GRPC_URL": server.ports.grpc_url,
-            "DIARIZATION_PARAMS_DIR": str(params_dir),
             "LLM_CONFIG": str(config),
             "EXTRA_JOB_MODULES": "",
             "JOB_RETRY_DELAY_SECONDS": "0.2",
         }
-        logdir = tmp / "logs"
-        logdir.mkdir()
-        workers = Workers(env, logdir)
-        workers.start(1)
+        self.logdir = tmp / "logs"
+        self.logdir.mkdir()
+        self.workers: Workers | None = None
+        self.url = ""
+
+    def start_worker(self, grpc_url: str, params_dir: Path) -> Workers:
+        if self.workers is None:
+            env = {**self.env, "TRITON_GRPC_URL": grpc_url, "DIARIZATION_PARAMS_DIR": str(params_dir)}
+            self.workers = Workers(env, self.logdir)
+            self.workers.start(1)
+        return self.workers
+
+    def logs(self) -> str:
+        return self.workers.logs() if self.workers else ""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    replies = LLMReplies()
+    with FakeLLM(replies) as fake:
+        st = Stack(tmp_path_factory.mktemp("cli_stack"), fake, replies)
         try:
-            with LoopbackServer(create_app(settings)) as api:
-                yield api.url, replies, workers
+            with LoopbackServer(create_app(st.settings)) as api:
+                st.url = api.url
+                yield st
         finally:
-            workers.stop()
+            if st.workers:
+                st.workers.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(stack, fixture_server):  # noqa: F811
+    """A worker process reaching tritonserver serving the trained fixtures."""
+    server, _, params_dir = fixture_server
+    return stack.start_worker(server.ports.grpc_url, params_dir)
 
 
 @pytest.fixture(scope="module")
 def account(stack) -> dict:
-    url = stack[0]
+    url = stack.url
     email = "cli-user@example.com"
     r = httpx.post(f"{url}/api/v1/auth/register", json={"email": email, "password": PASSWORD})
     assert r.status_code == 201, r.text
@@ -124,7 +142,7 @@ def no_traceback(p: subprocess.CompletedProcess) -> None:
 
 @pytest.fixture(scope="module")
 def logged_in(stack, account, home) -> dict:
-    url = stack[0]
+    url = stack.url
     p = run_cli("login", "--email", account["email"], "--password", PASSWORD, url=url, home=home)
     assert p.returncode == 0, p.stderr
     return account
@@ -139,7 +157,7 @@ def test_help_names_every_command():
 
 
 def test_wrong_password_fails_with_a_message_right_one_stores_the_token_owner_only(stack, account, tmp_path):
-    url = stack[0]
+    url = stack.url
     p = run_cli(
         "login", "--email", account["email"], "--password", "not-the-password", url=url, home=tmp_path
     )
@@ -177,19 +195,19 @@ def test_unreachable_server_and_missing_login_are_messages(tmp_path):
 def test_a_file_that_is_not_audio_is_refused_with_a_message(stack, logged_in, home, tmp_path):
     notes = tmp_path / "notes.m4a"
     notes.write_text("these are meeting notes, not a recording\n" * 50)
-    p = run_cli("transcribe", str(notes), "--format", "srt", url=stack[0], home=home)
+    p = run_cli("transcribe", str(notes), "--format", "srt", url=stack.url, home=home)
     assert p.returncode == 1
     assert "not an audio file" in p.stderr, p.stderr
     no_traceback(p)
 
 
 @pytest.fixture(scope="module")
-def meeting_json(stack, logged_in, home, tmp_path_factory) -> tuple[dict, str, str, dict]:
+def meeting_json(stack, worker, logged_in, home, tmp_path_factory) -> tuple[dict, str, str, dict]:
     """The scripted meeting transcribed by the CLI to JSON: (document, session id, stderr, its meta)."""
     mp3, meta = scripted_meeting_mp3(2)
     out = tmp_path_factory.mktemp("cli_out") / "meeting.json"
-    p = run_cli("transcribe", str(mp3), "--format", "json", "-o", str(out), url=stack[0], home=home)
-    assert p.returncode == 0, f"{p.stderr}\nworker logs:\n{stack[2].logs()}"
+    p = run_cli("transcribe", str(mp3), "--format", "json", "-o", str(out), url=stack.url, home=home)
+    assert p.returncode == 0, f"{p.stderr}\nworker logs:\n{stack.logs()}"
     sid = p.stderr.split("session ", 1)[1].split(",", 1)[0]
     return json.loads(out.read_text()), sid, p.stderr, meta
 
@@ -204,7 +222,7 @@ def test_transcribe_meeting_to_json(meeting_json):
     assert "100%" in stderr, stderr
 
 
-def test_transcribe_m4a_to_srt_on_stdout(stack, logged_in, home, tmp_path):
+def test_transcribe_m4a_to_srt_on_stdout(stack, worker, logged_in, home, tmp_path):
     audio, spans = speech([1.5, 1.5, 1.5])  # two clips the fixture transcribes exactly with ITN on
     m4a = write_audio(tmp_path / "meeting.m4a", audio, "mp4", "aac", bit_rate=96000)
     p = run_cli(
@@ -216,10 +234,10 @@ def test_transcribe_m4a_to_srt_on_stdout(stack, logged_in, home, tmp_path):
         "1",
         "--language",
         "en",
-        url=stack[0],
+        url=stack.url,
         home=home,
     )
-    assert p.returncode == 0, f"{p.stderr}\nworker logs:\n{stack[2].logs()}"
+    assert p.returncode == 0, f"{p.stderr}\nworker logs:\n{stack.logs()}"
     cues = list(srt.parse(p.stdout))
     assert [norm(c.content.split(": ", 1)[1]) for c in cues] == [norm(t) for t in TEXTS], p.stdout
     assert all(c.content.split(": ", 1)[0] == cues[0].content.split(": ", 1)[0] for c in cues)  # one speaker
@@ -231,10 +249,10 @@ def test_transcribe_m4a_to_srt_on_stdout(stack, logged_in, home, tmp_path):
 
 
 def test_summarize_prints_the_summary_and_a_failed_job_its_reason(stack, meeting_json, home):
-    url, replies, workers = stack
+    url, replies = stack.url, stack.replies
     sid = meeting_json[1]
     p = run_cli("summarize", sid, url=url, home=home)
-    assert p.returncode == 0, f"{p.stderr}\nworker logs:\n{workers.logs()}"
+    assert p.returncode == 0, f"{p.stderr}\nworker logs:\n{stack.logs()}"
     assert p.stdout.strip() == SUMMARY  # not a terminal: the Markdown as the LLM wrote it
     replies.broken = True
     try:
@@ -250,7 +268,7 @@ def test_summarize_prints_the_summary_and_a_failed_job_its_reason(stack, meeting
 
 
 def test_api_key_from_the_environment_lists_sessions(stack, logged_in, meeting_json, tmp_path):
-    url = stack[0]
+    url = stack.url
     r = httpx.post(
         f"{url}/api/v1/api-keys",
         json={"name": "cli"},
