@@ -6,19 +6,24 @@ Template order: the one asked for, else the session's, else the user's default (
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import event, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.core.config import Settings
 from api.crud.transcriptions import current_transcription, transcript_of
 from api.jobs.kinds import JobError, job_kind
+from api.jobs.store import JobStore, active_job_of_session
 from api.llm.client import LLMUnavailable, get_llm
 from api.llm.summarize import MalformedOutput, Summarizer, transcript_lines
 from api.models import AISummary, RecordingSession, SummaryTemplate, User
+
+log = logging.getLogger("api.summaries")
 
 KIND = "summarize"
 FALLBACK_TEMPLATE = "## Summary\n\n## Key points\n\n## Decisions\n\n## Action items (owner / due date)\n"
@@ -186,3 +191,51 @@ def llm_language(code: str | None) -> str | None:
     except ValueError:
         return None
     return None if code == "auto" else code
+
+
+def auto_summary_wanted(user: User | None, default: bool) -> bool:
+    """The user's ``auto_summary`` preference; a user who has not set it (or whose stored value is
+    not a boolean) gets ``default`` (the ``AUTO_SUMMARY_DEFAULT`` setting)."""
+    value = ((user.preferences if user is not None else None) or {}).get("auto_summary")
+    return value if isinstance(value, bool) else default
+
+
+_queues: dict[int, Any] = {}
+
+
+def _dispatch(settings: Settings, job_id: uuid.UUID) -> None:
+    """Wake a worker for the job (the job queue of these settings, made once per process). A lost
+    wake-up is not fatal: the job row is ``queued`` and the reaper re-sends it."""
+    from api.jobs.queue import JobQueue
+
+    try:
+        entry = _queues.get(id(settings))
+        if entry is None or entry[0] is not settings:
+            entry = _queues[id(settings)] = (settings, JobQueue(settings))
+        entry[1].dispatch(job_id)
+    except Exception:
+        log.warning("auto-summary job %s: no wake-up sent; the reaper will send it", job_id, exc_info=True)
+
+
+def maybe_enqueue_auto_summary(s: Session, session: RecordingSession, settings: Settings) -> uuid.UUID | None:
+    """After a transcription of ``session`` was stored in ``s`` (batch, re-transcription, live
+    finalize): queue a summary job when the owner wants one (:func:`auto_summary_wanted`) and no
+    summary job of the session is queued or running already. The job row is added to ``s``, so it
+    commits (or rolls back) with the transcription; the worker's wake-up is sent after the commit.
+    Returns the new job's id, or None when none was queued."""
+    if not auto_summary_wanted(s.get(User, session.user_id), settings.auto_summary_default):
+        return None
+    if active_job_of_session(s, session.id, KIND) is not None:
+        return None
+    job = JobStore.create(
+        s,
+        KIND,
+        {"template_id": None, "language": None, "auto": True},
+        user_id=session.user_id,
+        session_id=session.id,
+        max_attempts=settings.job_max_attempts,
+    )
+    job_id = job.id
+    event.listen(s, "after_commit", lambda _s: _dispatch(settings, job_id), once=True)
+    log.info("session %s: auto-summary job %s queued", session.id, job_id)
+    return job_id

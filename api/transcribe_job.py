@@ -36,6 +36,7 @@ from api.crud import transcriptions as tcrud
 from api.jobs.kinds import JobCancelled, JobError, job_kind
 from api.jobs.runner import JobContext, JobServices
 from api.models import AudioFile, RecordingSession, SessionStatus, TranscriptionSource
+from api.summaries import maybe_enqueue_auto_summary
 
 log = logging.getLogger("api.transcribe")
 
@@ -318,6 +319,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
                 audio.duration_seconds = round(result.transcript.duration, 3)
         audio.processing_status = "completed"
         audio.error_message = None
+        maybe_enqueue_auto_summary(s, session, services.settings)  # the user's auto_summary (issue 13)
         return _result(row)
 
     out = tcrud.store_retrying(services.db, store)

@@ -25,8 +25,8 @@ from tests.api.conftest import make_settings, register
 class Env:
     """An app with a user and a transcribed session, and a worker executor in this process."""
 
-    def __init__(self, tmp_path: Path, db_url: str, config: Path):
-        self.settings = make_settings(tmp_path / "data", database_url=db_url, llm_config=config)
+    def __init__(self, tmp_path: Path, db_url: str, config: Path, **settings):
+        self.settings = make_settings(tmp_path / "data", database_url=db_url, llm_config=config, **settings)
         self.app = create_app(self.settings)
         self.client = TestClient(self.app, raise_server_exceptions=False).__enter__()
         self.user = register(self.client)
@@ -71,11 +71,11 @@ class Env:
 
 @contextmanager
 def env_factory(tmp_path: Path, db_url: str) -> Iterator:
-    """``make(config_path) -> Env``; every Env is closed at the end."""
+    """``make(config_path, **settings) -> Env``; every Env is closed at the end."""
     envs: list[Env] = []
 
-    def make(config: Path) -> Env:
-        env = Env(tmp_path / f"e{len(envs)}", db_url, config)
+    def make(config: Path, **settings) -> Env:
+        env = Env(tmp_path / f"e{len(envs)}", db_url, config, **settings)
         envs.append(env)
         return env
 
