@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import io
 import os
 import re
 import socket
@@ -15,12 +17,83 @@ from api.core.config import Settings
 REPO = Path(__file__).resolve().parents[2]
 # read by python -m api (uvicorn), not by Settings
 SERVER_ONLY = {"API_HOST", "API_PORT"}
+# .env.example: the settings section, then this marker, then what only compose reads
+COMPOSE_ONLY_MARKER = "# COMPOSE-ONLY:"
+# Every settings class of the project (api and worker share api.core.config.Settings; the LLM's only
+# setting is LLM_CONFIG there, its provider keys are compose-only). A new BaseSettings class anywhere
+# in the packages must be added here (test_every_settings_class_is_compared).
+SETTINGS_CLASSES = {"api.core.config:Settings": Settings}
 
 
-def test_env_example_lists_every_setting():
+def env_example_sections() -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """(settings section, compose-only section) of .env.example as name -> value, parsed by
+    python-dotenv, the parser pydantic-settings reads .env files with."""
+    from dotenv import dotenv_values
+
     text = (REPO / ".env.example").read_text()
-    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.M))
-    assert documented - SERVER_ONLY == {name.upper() for name in Settings.model_fields}
+    settings_part, marker, compose_part = text.partition(COMPOSE_ONLY_MARKER)
+    assert marker, f".env.example has no {COMPOSE_ONLY_MARKER!r} section"
+    compose_part = compose_part.split("\n", 1)[1]  # the marker's own line
+    return dotenv_values(stream=io.StringIO(settings_part)), dotenv_values(stream=io.StringIO(compose_part))
+
+
+def settings_env_names() -> set[str]:
+    return {name.upper() for cls in SETTINGS_CLASSES.values() for name in cls.model_fields}
+
+
+def test_env_example_settings_section_equals_the_settings_classes():
+    settings_section, compose_section = env_example_sections()
+    documented = set(settings_section) - SERVER_ONLY
+    assert not documented - settings_env_names(), "in .env.example but read by no setting"
+    assert not settings_env_names() - documented, "a setting missing from .env.example"
+    assert not set(compose_section) & (settings_env_names() | SERVER_ONLY), "a setting in the compose-only section"
+    # the lines must be NAME=value (a stray "export" or a duplicate would slip past the parser)
+    text = (REPO / ".env.example").read_text()
+    names = re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.M)
+    assert len(names) == len(set(names)) == len(settings_section) + len(compose_section)
+
+
+def test_server_only_names_are_read_by_python_m_api():
+    source = (REPO / "api" / "__main__.py").read_text()
+    for name in SERVER_ONLY:
+        assert f'os.environ.get("{name}"' in source, name
+
+
+def test_every_settings_class_is_compared():
+    """Every ``class X(BaseSettings)`` in the project's packages is in SETTINGS_CLASSES."""
+    found = set()
+    for package in sorted(p.parent for p in REPO.glob("*/__init__.py")):
+        for path in package.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef) and any(
+                    (b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")) == "BaseSettings"
+                    for b in node.bases
+                ):
+                    module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+                    found.add(f"{module}:{node.name}")
+    assert found == set(SETTINGS_CLASSES)
+
+
+def test_env_example_values_are_the_defaults(monkeypatch):
+    """Each value in the settings section is its setting's default, read as the setting reads it."""
+    settings_section, _ = env_example_sections()
+    for cls in SETTINGS_CLASSES.values():
+        for name in cls.model_fields:
+            monkeypatch.delenv(name.upper(), raising=False)
+        defaults = cls(_env_file=None).model_dump()
+        for name in cls.model_fields:
+            from_file = cls(_env_file=None, **{name: settings_section[name.upper()]}).model_dump()[name]
+            assert from_file == defaults[name], (name, settings_section[name.upper()], defaults[name])
+
+
+def test_llm_provider_keys_are_compose_only():
+    """LiteLLM reads the keys config/llm.yaml names (api_key_env); compose passes them from .env."""
+    import yaml
+
+    _, compose_section = env_example_sections()
+    config = yaml.safe_load((REPO / "config" / "llm.yaml").read_text())
+    keys = {m["api_key_env"] for m in config["models"] if m.get("api_key_env")}
+    assert keys and keys <= set(compose_section)
 
 
 def test_env_example_loads_as_the_defaults(tmp_path, monkeypatch):
