@@ -46,7 +46,9 @@ def test_env_example_settings_section_equals_the_settings_classes():
     documented = set(settings_section) - SERVER_ONLY
     assert not documented - settings_env_names(), "in .env.example but read by no setting"
     assert not settings_env_names() - documented, "a setting missing from .env.example"
-    assert not set(compose_section) & (settings_env_names() | SERVER_ONLY), "a setting in the compose-only section"
+    assert not set(compose_section) & (settings_env_names() | SERVER_ONLY), (
+        "a setting in the compose-only section"
+    )
     # the lines must be NAME=value (a stray "export" or a duplicate would slip past the parser)
     text = (REPO / ".env.example").read_text()
     names = re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.M)
