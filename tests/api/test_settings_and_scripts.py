@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import io
 import os
 import re
 import socket
@@ -13,36 +12,13 @@ from pathlib import Path
 import pytest
 
 from api.core.config import Settings
+from tests.env_example import SERVER_ONLY, SETTINGS_CLASSES, sections, settings_env_names
 
 REPO = Path(__file__).resolve().parents[2]
-# read by python -m api (uvicorn), not by Settings
-SERVER_ONLY = {"API_HOST", "API_PORT"}
-# .env.example: the settings section, then this marker, then what only compose reads
-COMPOSE_ONLY_MARKER = "# COMPOSE-ONLY:"
-# Every settings class of the project (api and worker share api.core.config.Settings; the LLM's only
-# setting is LLM_CONFIG there, its provider keys are compose-only). A new BaseSettings class anywhere
-# in the packages must be added here (test_every_settings_class_is_compared).
-SETTINGS_CLASSES = {"api.core.config:Settings": Settings}
-
-
-def env_example_sections() -> tuple[dict[str, str | None], dict[str, str | None]]:
-    """(settings section, compose-only section) of .env.example as name -> value, parsed by
-    python-dotenv, the parser pydantic-settings reads .env files with."""
-    from dotenv import dotenv_values
-
-    text = (REPO / ".env.example").read_text()
-    settings_part, marker, compose_part = text.partition(COMPOSE_ONLY_MARKER)
-    assert marker, f".env.example has no {COMPOSE_ONLY_MARKER!r} section"
-    compose_part = compose_part.split("\n", 1)[1]  # the marker's own line
-    return dotenv_values(stream=io.StringIO(settings_part)), dotenv_values(stream=io.StringIO(compose_part))
-
-
-def settings_env_names() -> set[str]:
-    return {name.upper() for cls in SETTINGS_CLASSES.values() for name in cls.model_fields}
 
 
 def test_env_example_settings_section_equals_the_settings_classes():
-    settings_section, compose_section = env_example_sections()
+    settings_section, compose_section = sections()
     documented = set(settings_section) - SERVER_ONLY
     assert not documented - settings_env_names(), "in .env.example but read by no setting"
     assert not settings_env_names() - documented, "a setting missing from .env.example"
@@ -78,7 +54,7 @@ def test_every_settings_class_is_compared():
 
 def test_env_example_values_are_the_defaults(monkeypatch):
     """Each value in the settings section is its setting's default, read as the setting reads it."""
-    settings_section, _ = env_example_sections()
+    settings_section, _ = sections()
     for cls in SETTINGS_CLASSES.values():
         for name in cls.model_fields:
             monkeypatch.delenv(name.upper(), raising=False)
@@ -92,7 +68,7 @@ def test_llm_provider_keys_are_compose_only():
     """LiteLLM reads the keys config/llm.yaml names (api_key_env); compose passes them from .env."""
     import yaml
 
-    _, compose_section = env_example_sections()
+    _, compose_section = sections()
     config = yaml.safe_load((REPO / "config" / "llm.yaml").read_text())
     keys = {m["api_key_env"] for m in config["models"] if m.get("api_key_env")}
     assert keys and keys <= set(compose_section)
