@@ -135,13 +135,18 @@ class _Progress:
         self.ctx.report(self.done(), PROGRESS_TOTAL, stage)
 
 
-def _drop_partials(services: JobServices, ctx: JobContext, saved: dict[str, Any], workdir: Path) -> None:
-    """The job is over: its checkpoint blobs and its work folder go."""
+def _drop_partials(
+    services: JobServices, ctx: JobContext, saved: dict[str, Any] | None, workdir: Path | None = None
+) -> None:
+    """The job is over: its checkpoint blobs (``saved``, default: those of its checkpoint row) and its
+    work folder go."""
+    saved = saved if saved is not None else (ctx.checkpoint or {})
     try:
-        services.blobs.delete([p for p in [*saved["chunks"], saved["diarization"]] if p])
+        services.blobs.delete([p for p in [*saved.get("chunks", []), saved.get("diarization")] if p])
     except Exception:
         log.warning("job %s: removing its checkpoint blobs failed", ctx.job_id, exc_info=True)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _source_file(services: JobServices, audio: AudioFile, workdir: Path) -> Path:
@@ -201,6 +206,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         session = s.get(RecordingSession, ctx.session_id) if ctx.session_id else None
         audio = s.get(AudioFile, audio_file_id)
         if session is None or audio is None or audio.session_id != session.id:
+            _drop_partials(services, ctx, None)  # an earlier attempt's, nothing will resume them
             raise JobError("audio_missing", "the session or its audio file was deleted")
         session.status = SessionStatus.processing.value
         audio.processing_status = "processing"
@@ -223,6 +229,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         check_speaker_counts(options.num_speakers, options.min_speakers, options.max_speakers)
     except (ValueError, TypeError) as e:
         _set_outcome(services, ctx, audio_file_id, f"invalid_options: {e}")
+        _drop_partials(services, ctx, None)
         raise JobError("invalid_options", str(e)) from None
     if options.diarize:
         try:  # the diarization parameters, read once per worker (DIARIZATION_PARAMS_DIR)
@@ -230,6 +237,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         except FileNotFoundError as e:
             message = f"{e} (set DIARIZATION_PARAMS_DIR to the folder that holds them)"
             _set_outcome(services, ctx, audio_file_id, f"diarization_unavailable: {message}")
+            _drop_partials(services, ctx, None)
             raise JobError("diarization_unavailable", message) from None
     workdir = services.settings.data_dir / "jobs" / str(ctx.job_id)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -322,7 +330,11 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         maybe_enqueue_auto_summary(s, session, services.settings)  # the user's auto_summary (issue 13)
         return _result(row)
 
-    out = tcrud.store_retrying(services.db, store)
+    try:
+        out = tcrud.store_retrying(services.db, store)
+    except JobError:  # the session was deleted while the job ran: nothing will resume these partials
+        _drop_partials(services, ctx, saved, workdir)
+        raise
     _drop_partials(services, ctx, saved, workdir)  # the partial results are in the transcription now
     return {
         **out,

@@ -166,6 +166,25 @@ def test_deleted_audio_fails_with_audio_missing(services):
         assert s.get(Job, job_id).error["code"] == "audio_missing"
 
 
+def test_a_failed_job_removes_the_checkpoint_blobs_of_an_earlier_attempt(services):
+    """A job retried after a crash whose audio was deleted meanwhile: nothing will resume the partial
+    results its earlier attempt saved, so they go with the failure (no orphan blobs)."""
+    session_id, audio_id, job_id = _session_with_audio(services, b"RIFF")
+    with services.db.session() as s:
+        session = s.get(RecordingSession, session_id)
+        prefix = f"{session.user_id}/{session.id}/jobs/{job_id}"
+        paths = [f"{prefix}/chunk-00000.json", f"{prefix}/chunk-00001.json", f"{prefix}/diarization.npz"]
+        for path in paths:
+            services.blobs.put(path, [b"{}"])
+        s.get(Job, job_id).checkpoint = {"chunks": paths[:2], "diarization": paths[2]}
+        s.delete(s.get(AudioFile, audio_id))
+    assert all(services.blobs.exists(p) for p in paths)
+    assert _executor(services).run(job_id) == "failed"
+    with services.db.session() as s:
+        assert s.get(Job, job_id).error["code"] == "audio_missing"
+    assert not any(services.blobs.exists(p) for p in paths)
+
+
 def test_a_job_whose_transcription_is_stored_completes_without_work(services):
     """A retried completion: the transcription of this job exists, so the attempt returns it and
     stores nothing (the audio here is not even decodable: no decoding happens)."""
