@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     # --- dependencies checked by /health
     triton_http_url: str = f"http://127.0.0.1:{TRITON_HTTP_PORT}"  # empty: no Triton check
     triton_models: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: Triton's index
-    llm_health_url: str = ""  # empty: LLM reported as not configured
+    llm_health_url: str = ""  # probed by /health besides LLM_CONFIG's enabled models (empty: not)
     health_optional: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["llm"])
     health_timeout_seconds: float = 2.0
 

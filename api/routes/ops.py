@@ -97,15 +97,52 @@ async def _triton(ctx: AppContext, client: httpx.AsyncClient) -> dict[str, dict[
 
 
 async def _llm(ctx: AppContext, client: httpx.AsyncClient) -> dict[str, Any]:
+    """The LLM configuration's enabled models (LLM_CONFIG), probed cheaply in parallel: a model with
+    an ``api_base`` answers ``GET {api_base}/models`` (Ollama: ``/api/tags``); ``LLM_HEALTH_URL``,
+    when set, is probed too. ``ok``: a probe answered, or a hosted model (no api_base: not probed,
+    /health spends nothing at a provider) has its key; else ``degraded`` with what was tried (``down``
+    where HEALTH_OPTIONAL leaves out ``llm``, so it fails /health); ``not_configured``: nothing
+    enabled and no LLM_HEALTH_URL."""
+    from api.llm.config import load_config
+
     started = time.perf_counter()
-    url = ctx.settings.llm_health_url
-    if not url:
-        return _check(NOT_CONFIGURED, started)
+    failed = "degraded" if "llm" in ctx.settings.health_optional else DOWN
     try:
-        r = await client.get(url)
-        return _check(OK if r.status_code < 400 else DOWN, started, http_status=r.status_code)
-    except Exception as e:
-        return _check(DOWN, started, error=type(e).__name__)
+        config = load_config(ctx.settings.llm_config)
+    except Exception as e:  # a broken file: summaries fail the same way
+        return _check(failed, started, error=f"LLM configuration: {type(e).__name__}")
+    usable, skipped = config.usable()
+    health_url = ctx.settings.llm_health_url
+    if not usable and not skipped and not health_url:
+        return _check(NOT_CONFIGURED, started)
+
+    async def probe(name: str, url: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            r = await client.get(url)
+        except Exception as e:
+            return {"name": name, **_check(DOWN, t0, url=url, error=type(e).__name__)}
+        return {
+            "name": name,
+            **_check(OK if r.status_code < 400 else DOWN, t0, url=url, http_status=r.status_code),
+        }
+
+    targets = [
+        (m.name, m.api_base.rstrip("/") + ("/api/tags" if m.model.startswith("ollama") else "/models"))
+        for m in usable
+        if m.api_base
+    ] + ([("LLM_HEALTH_URL", health_url)] if health_url else [])
+    models = list(await asyncio.gather(*(probe(n, u) for n, u in targets)))
+    models += [
+        {"name": m.name, "status": "not_probed", "provider": m.model.split("/", 1)[0]}
+        for m in usable
+        if not m.api_base
+    ]
+    answering = any(m["status"] in (OK, "not_probed") for m in models)
+    extra: dict[str, Any] = {"models": models, "tried": [name for name, _ in targets]}
+    if skipped:
+        extra["left_out"] = skipped
+    return _check(OK if answering else failed, started, **extra)
 
 
 def _is_operator(request: Request, ctx: AppContext) -> bool:

@@ -62,6 +62,15 @@ class FakeLLM:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def do_GET(self) -> None:  # noqa: N802
+                """``/models``: the model list (what /health probes); 503 while ``mode`` is not ok."""
+                if not self.path.rstrip("/").endswith("/models"):
+                    self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                elif fake.mode != "ok":
+                    self._send(503, {"error": {"message": "unavailable", "type": "server_error"}})
+                else:
+                    self._send(200, {"object": "list", "data": [{"id": fake.name, "object": "model"}]})
+
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 fake.requests.append(body)

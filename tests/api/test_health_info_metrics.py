@@ -111,9 +111,68 @@ def test_llm_is_reported_but_optional(tmp_path, sqlite_url, triton):
     _, url = triton
     with _client(tmp_path, sqlite_url, llm_health_url=_closed_port()) as c:
         r = c.get("/health")
-        assert r.status_code == 200 and r.json()["checks"]["llm"]["status"] == "down"
+        assert r.status_code == 200 and r.json()["checks"]["llm"]["status"] == "degraded"
     with _client(tmp_path, sqlite_url, llm_health_url=f"{url}/v2/health/ready", health_optional=[]) as c:
         assert c.get("/health").json()["checks"]["llm"]["status"] == "ok"
+
+
+def test_llm_check_follows_the_llm_configuration(tmp_path, sqlite_url):
+    """The enabled models of LLM_CONFIG are probed (``GET {api_base}/models``): none answering is
+    ``degraded`` naming what was tried, /health stays 200 (HEALTH_OPTIONAL has llm; without it the
+    LLM fails /health); one answering is ``ok``; a hosted model is not probed, its key counts; an
+    enabled model without its key is left out and named; nothing enabled is ``not_configured``."""
+    from tests.api.fake_llm import FakeLLM, model_entry, write_config
+
+    with FakeLLM(name="up") as up, FakeLLM(name="broken", mode="error500") as broken:
+        closed = {
+            "name": "local",
+            "priority": 10,
+            "model": "openai/local",
+            "api_base": f"{_closed_port()}/v1",
+            "max_input_tokens": 4096,
+        }
+        hosted = {
+            "name": "hosted",
+            "model": "openai/gpt-4o-mini",
+            "api_key_env": "INTRASCRIBE_TEST_HEALTH_KEY",
+            "max_input_tokens": 4096,
+        }
+
+        def llm_check(models, **settings):
+            config = write_config(tmp_path / f"llm{len(list(tmp_path.glob('llm*.yaml')))}.yaml", models)
+            with _client(tmp_path, sqlite_url, llm_config=config, **settings) as c:
+                r = c.get("/health")
+                return r.status_code, r.json()["checks"]["llm"], r.json()["failing"]
+
+        code, check, failing = llm_check([closed, model_entry(broken, priority=20)])
+        assert code == 200 and failing == [] and check["status"] == "degraded", check
+        assert check["tried"] == ["local", "broken"]
+        by_name = {m["name"]: m for m in check["models"]}
+        assert by_name["local"]["status"] == "down" and by_name["local"]["error"] == "ConnectError"
+        assert by_name["broken"]["http_status"] == 503 and by_name["broken"]["url"] == f"{broken.url}/models"
+
+        code, check, failing = llm_check([closed, model_entry(broken, priority=20)], health_optional=[])
+        assert code == 503 and failing == ["llm"] and check["status"] == "down"
+
+        code, check, _ = llm_check([closed, model_entry(up, priority=20)])
+        assert code == 200 and check["status"] == "ok", check
+        assert {m["name"]: m["status"] for m in check["models"]} == {"local": "down", "up": "ok"}
+
+        code, check, _ = llm_check([closed, hosted])
+        assert check["status"] == "degraded" and check["tried"] == ["local"]
+        assert "INTRASCRIBE_TEST_HEALTH_KEY" in check["left_out"][0]
+        with pytest.MonkeyPatch.context() as mp:  # the provider's key: the environment's, not our code
+            mp.setenv("INTRASCRIBE_TEST_HEALTH_KEY", "sk-test")
+            code, check, _ = llm_check([closed, hosted])
+            assert check["status"] == "ok" and check["models"][-1] == {
+                "name": "hosted",
+                "status": "not_probed",
+                "provider": "openai",
+            }
+
+        code, check, _ = llm_check([{**closed, "enabled": False}])
+        assert code == 200 and check["status"] == "not_configured"
+        assert up.requests == [] and broken.requests == []  # probes are GETs: no completion was asked
 
 
 def test_info_lists_endpoints_and_models(tmp_path, sqlite_url, triton):
