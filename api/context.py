@@ -15,7 +15,7 @@ from api.db.types import utcnow
 from api.inference import Inference
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore
-from api.live import LiveStore, MemoryLiveStore, RedisLiveStore
+from api.live import LiveStore, RedisLiveStore, SqlLiveStore
 from api.metrics import ApiMetrics
 from api.models import Job, JobStatus
 
@@ -47,9 +47,11 @@ class AppContext:
             redis_client = redis.Redis.from_url(
                 settings.redis_url, socket_connect_timeout=3, socket_timeout=5
             )
-            live: LiveStore = RedisLiveStore(redis_client, settings.redis_prefix)
-        else:
-            live = MemoryLiveStore()
+            live: LiveStore = RedisLiveStore(
+                redis_client, settings.redis_prefix, settings.live_ttl_seconds, settings.live_max_segments
+            )
+        else:  # the database: the worker that finalizes sees it too
+            live = SqlLiveStore(db, settings.live_ttl_seconds, settings.live_max_segments)
         metrics = ApiMetrics()
         ctx = cls(
             settings=settings,

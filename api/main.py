@@ -31,8 +31,10 @@ from api.routes import (
     auth,
     direct,
     jobs,
+    livekit,
     openai_compat,
     ops,
+    realtime,
     sessions,
     summaries,
     templates,
@@ -160,6 +162,9 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         direct.router,
         summaries.router,
         templates.router,
+        livekit.router,
+        livekit.agent_router,
+        realtime.router,
     ):
         app.include_router(router, dependencies=documented_auth, responses=COMMON_RESPONSES)
     app.include_router(ops.router)

@@ -1,28 +1,46 @@
 """Authentication of a request, before any route (and any body parsing) runs.
 
-The public set is explicit and small (``PUBLIC_PATHS``); every other path needs a credential, so a
-new route is protected unless someone adds it here. Operator endpoints (/metrics, /info) take the
-operator token, or are public if the deployment says so.
+Which path takes which credential is explicit here:
+
+- ``PUBLIC_PATHS`` (exact paths): no credential. ``AGENT_TOKEN_PATH`` is among them because its
+  route authenticates the caller itself (a LiveKit job token or an agent session token).
+- ``OPERATOR_PATHS`` (exact): the operator token, or public if the deployment says so.
+- ``LIVE_WRITE_PATHS`` (patterns naming a session): a user's credential, or an agent session token
+  for the session in the path (docs/interfaces.md "Live sessions"). An agent session token is
+  refused on every other path.
+- every other path: a user's access token or API key. A new route is protected unless someone adds
+  it here.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import uuid
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.core.config import AuthMode, Settings
-from api.core.security import AuthError, Principal, Scope, TokenVerifier, hash_api_key, looks_like_api_key
+from api.core.security import (
+    AuthError,
+    Principal,
+    Scope,
+    TokenVerifier,
+    hash_api_key,
+    looks_like_agent_token,
+    looks_like_api_key,
+    verify_agent_token,
+)
 from api.db.session import Database
 from api.db.types import utcnow
-from api.models import ApiKey, User
+from api.models import ApiKey, RecordingSession, User
 
 log = logging.getLogger("api.auth")
 
 AUTH_PREFIX = "/api/v1/auth"
+AGENT_TOKEN_PATH = "/api/v1/agent/token"
 PUBLIC_PATHS: frozenset[str] = frozenset(
     {
         "/health",
@@ -32,9 +50,29 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         "/openapi.json",
         f"{AUTH_PREFIX}/login",
         f"{AUTH_PREFIX}/register",
+        AGENT_TOKEN_PATH,  # authenticates the LiveKit job token / agent session token itself
     }
 )
 OPERATOR_PATHS: frozenset[str] = frozenset({"/metrics", "/info"})
+# Paths where an agent session token for the session named by ``session_id`` is accepted (besides
+# users' credentials; the routes' dependency, api.live_auth.LiveWriter, checks the rest).
+_SID = r"(?P<session_id>[^/]+)"
+LIVE_WRITE_PATHS: tuple[re.Pattern[str], ...] = (
+    re.compile(rf"^/api/v1/realtime/sessions/{_SID}/segments/?$"),
+    re.compile(rf"^/api/v1/realtime/sessions/{_SID}/status/?$"),
+    re.compile(rf"^/api/v1/sessions/{_SID}/recording/[^/]+/[^/]+/?$"),
+    re.compile(rf"^/api/v1/sessions/{_SID}/finalize/?$"),
+)
+
+
+def live_write_session(path: str) -> str | None:
+    """The session id (as written in the path) when ``path`` is a live-write path, else None."""
+    for pattern in LIVE_WRITE_PATHS:
+        m = pattern.match(path)
+        if m:
+            return m.group("session_id")
+    return None
+
 
 _LAST_USED_RESOLUTION_S = 60.0
 
@@ -66,19 +104,49 @@ class Authenticator:
             raise AuthError("bad_operator_token")
 
     # -------------------------------------------------------------------------------- users
-    def authenticate(self, authorization: str | None, api_key_header: str | None = None) -> Principal:
-        """Blocking (database): call from a worker thread."""
+    def authenticate(
+        self, authorization: str | None, api_key_header: str | None = None, path: str | None = None
+    ) -> Principal:
+        """Blocking (database): call from a worker thread. ``path``: the request's path (agent
+        session tokens are accepted only on their session's live-write paths)."""
         credential = api_key_header or _bearer(authorization)
         if not credential:
             raise AuthError("missing_credentials")
         if looks_like_api_key(credential):
             return self._api_key_principal(credential)
+        if looks_like_agent_token(credential):
+            return self._agent_principal(credential, path)
         claims = self.verifier.verify(credential)
         user_id = uuid.UUID(str(claims["sub"]))
         email = claims.get("email")
         self._ensure_user(user_id, email)
         return Principal(
             user_id=user_id, email=email, role=str(claims.get("role", "authenticated")), claims=claims
+        )
+
+    def _agent_principal(self, token: str, path: str | None) -> Principal:
+        written = live_write_session(path or "")
+        if written is None:
+            raise AuthError("agent_token_wrong_path", "an agent token is valid only on live-write paths")
+        claims = verify_agent_token(self.settings, token)
+        try:
+            path_session = uuid.UUID(written)
+        except ValueError as e:
+            raise AuthError("agent_token_wrong_session", "this agent token is for another session") from e
+        session_id = uuid.UUID(claims["sid"])
+        if path_session != session_id:
+            raise AuthError("agent_token_wrong_session", "this agent token is for another session")
+        with self.db.session() as s:
+            owner = s.scalar(select(RecordingSession.user_id).where(RecordingSession.id == session_id))
+        if owner is None:
+            raise AuthError("agent_session_gone", "this agent token's session no longer exists")
+        return Principal(
+            user_id=owner,
+            role="agent",
+            scopes=frozenset({Scope.LIVE_AGENT}),
+            claims=claims,
+            agent_session_id=session_id,
+            agent_identity=str(claims["sub"]),
         )
 
     def _ensure_user(self, user_id: uuid.UUID, email: str | None) -> None:

@@ -220,7 +220,7 @@ class AuthMiddleware:
                 _state(scope)["operator"] = True
             else:
                 principal = await anyio.to_thread.run_sync(
-                    self.auth.authenticate, authorization, headers.get("x-api-key")
+                    self.auth.authenticate, authorization, headers.get("x-api-key"), path
                 )
                 _state(scope)["principal"] = principal
         except AuthError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import secrets
 import time
 import uuid
@@ -48,6 +49,9 @@ class Scope:
     TEMPLATES_READ = "templates:read"
     TEMPLATES_WRITE = "templates:write"
     PROFILE = "profile"
+    # Only an agent session token carries this one (never an API key or a user's access token):
+    # writing the live data of one session (api/live_auth.py).
+    LIVE_AGENT = "live:agent"
 
     ALL: frozenset[str] = frozenset(
         {
@@ -74,10 +78,18 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=lambda: Scope.ALL)
     api_key_id: uuid.UUID | None = None
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
+    # An agent session token (below): the session it may write live data of, and the agent's identity.
+    # ``user_id`` is then the session's owner; ``scopes`` is only ``Scope.LIVE_AGENT``.
+    agent_session_id: uuid.UUID | None = None
+    agent_identity: str | None = None
 
     @property
     def via_api_key(self) -> bool:
         return self.api_key_id is not None
+
+    @property
+    def is_agent(self) -> bool:
+        return self.agent_session_id is not None
 
 
 class AuthError(Exception):
@@ -222,3 +234,74 @@ def hash_api_key(secret: str) -> str:
 
 def looks_like_api_key(credential: str) -> bool:
     return credential.startswith(API_KEY_PREFIX)
+
+
+# ------------------------------------------------------------------------ agent session tokens
+# The LiveKit agent exchanges its job token (minted by LiveKit's server) for one of these: an HS256
+# JWT scoped to one session, signed with a key derived from LIVEKIT_API_SECRET (so it is neither a
+# LiveKit token nor a user token: another key, another audience). docs/interfaces.md "Live sessions".
+AGENT_AUDIENCE = "intrascribe:live-agent"
+_AGENT_KEY_LABEL = b"intrascribe agent session token v1"
+
+
+def agent_signing_key(livekit_api_secret: str) -> bytes:
+    return hmac.new(livekit_api_secret.encode(), _AGENT_KEY_LABEL, hashlib.sha256).digest()
+
+
+def looks_like_agent_token(credential: str) -> bool:
+    """True when ``credential`` is a JWT addressed to agents (not verified: routing only)."""
+    try:
+        claims = jwt.decode(credential, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return False
+    aud = claims.get("aud")
+    return aud == AGENT_AUDIENCE or (isinstance(aud, list) and AGENT_AUDIENCE in aud)
+
+
+def issue_agent_token(
+    settings: Settings, session_id: uuid.UUID, identity: str, room: str, auth_time: int
+) -> tuple[str, int]:
+    """A session-scoped agent token. Returns (token, expires_at epoch s)."""
+    now = int(time.time())
+    exp = now + settings.agent_token_ttl_seconds
+    claims = {
+        "iss": settings.token_issuer,
+        "aud": AGENT_AUDIENCE,
+        "sub": identity,
+        "sid": str(session_id),
+        "room": room,
+        "iat": now,
+        "exp": exp,
+        "auth_time": int(auth_time),
+        "jti": uuid.uuid4().hex,
+    }
+    key = agent_signing_key(settings.livekit_api_secret.get_secret_value())
+    return jwt.encode(claims, key, algorithm="HS256"), exp
+
+
+def verify_agent_token(settings: Settings, token: str) -> dict[str, Any]:
+    """Claims of a valid agent session token; :class:`AuthError` otherwise."""
+    secret = settings.livekit_api_secret.get_secret_value()
+    if not secret:
+        raise AuthError("live_not_configured")
+    try:
+        claims = jwt.decode(
+            token,
+            agent_signing_key(secret),
+            algorithms=["HS256"],
+            audience=AGENT_AUDIENCE,
+            issuer=settings.token_issuer,
+            options={"require": ["exp", "iat", "sub", "sid", "aud", "iss", "auth_time"]},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError as e:
+        raise AuthError("agent_token_expired") from e
+    except jwt.PyJWTError as e:
+        raise AuthError("invalid_agent_token") from e
+    if int(claims["exp"]) - int(claims["iat"]) > settings.agent_token_ttl_seconds + 5:
+        raise AuthError("lifetime_too_long")
+    try:
+        claims["sid"] = str(uuid.UUID(str(claims["sid"])))
+    except ValueError as e:
+        raise AuthError("invalid_agent_token") from e
+    return claims

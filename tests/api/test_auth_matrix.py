@@ -16,7 +16,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from api.core.auth import OPERATOR_PATHS, PUBLIC_PATHS
+from api.core.auth import LIVE_WRITE_PATHS, OPERATOR_PATHS, PUBLIC_PATHS
 from api.crud import transcriptions as tcrud
 from api.jobs.store import JobStore
 from api.main import create_app
@@ -24,6 +24,7 @@ from api.models import RecordingSession
 from api.routes.ops import app_routes
 from speechlib.transcript import Segment, Transcript
 from tests.api.conftest import JWT_SECRET, make_settings, register
+from tests.api.live_helpers import LIVE_SETTINGS, agent_headers, job_token, room_of
 from tests.api.test_sessions import wav_bytes
 
 OPERATOR_TOKEN = "operator-token-for-tests"
@@ -35,7 +36,11 @@ EXPECTED_PUBLIC = {
     "/openapi.json",
     "/api/v1/auth/login",
     "/api/v1/auth/register",
+    "/api/v1/agent/token",
 }
+# Public for the middleware, but the route authenticates the caller itself (LiveKit job token or
+# agent session token): every credential checked below is refused there too.
+SELF_AUTHENTICATED = {"/api/v1/agent/token"}
 PARAM = re.compile(r"{([^}]+)}")
 # Request bodies for routes where an empty JSON object is not valid (owner checks need a valid body).
 BODIES: dict[tuple[str, str], dict] = {
@@ -52,6 +57,9 @@ BODIES: dict[tuple[str, str], dict] = {
     ("/api/v1/sessions/{session_id}/transcription", "PUT"): {
         "json": {"segments": [{"start_time": 0.0, "end_time": 1.0, "text": "edited"}]}
     },
+    ("/api/v1/realtime/sessions/{session_id}/segments", "POST"): {
+        "json": {"segments": [{"segment_id": "s1", "speaker": "alice", "start_time": 0.0, "end_time": 1.0}]}
+    },
 }
 
 
@@ -62,7 +70,7 @@ def world(tmp_path_factory):
 
     url = f"sqlite:///{tmp}/m.db"
     upgrade(url)
-    app = create_app(make_settings(tmp, database_url=url, operator_token=OPERATOR_TOKEN))
+    app = create_app(make_settings(tmp, database_url=url, operator_token=OPERATOR_TOKEN, **LIVE_SETTINGS))
     with TestClient(app, raise_server_exceptions=False) as client:
         a, b = register(client), register(client)
         ctx = app.state.ctx
@@ -97,7 +105,18 @@ def world(tmp_path_factory):
             "transcription_id": str(transcription_id),
             "template_id": template["id"],
         }
-        yield {"app": app, "client": client, "a": a, "b": b, "owned": owned, "revoked_key": revoked["key"]}
+        # user B's agent: a valid agent session token, scoped to a session that is B's, not A's
+        b_session = client.post("/api/v1/sessions/", json={}, headers=b["headers"]).json()
+        agent_b = agent_headers(client, b_session["id"])["Authorization"].removeprefix("Bearer ")
+        yield {
+            "app": app,
+            "client": client,
+            "a": a,
+            "b": b,
+            "owned": owned,
+            "revoked_key": revoked["key"],
+            "agent_b": agent_b,
+        }
 
 
 def routes(app) -> list[tuple[str, str]]:
@@ -126,6 +145,9 @@ def bad_tokens(a: dict, revoked_key: str) -> dict[str, str]:
         "unknown_user": jwt.encode({**claims, "sub": str(uuid.uuid4())}, JWT_SECRET, algorithm="HS256"),
         "revoked_api_key": revoked_key,
         "garbage": "not.a.token",
+        # LiveKit tokens are not api credentials: a participant's and an agent's job token
+        "livekit_participant": job_token(room_of(uuid.uuid4()), kind=None, agent_grant=False),
+        "livekit_job": job_token("a-room-that-is-no-session"),
     }
 
 
@@ -141,9 +163,19 @@ def test_public_set_is_explicit():
 def test_every_other_route_rejects_bad_credentials(world):
     client, a = world["client"], world["a"]
     tokens = bad_tokens(a, world["revoked_key"])
+    # an agent session token for another session (B's) is refused on every path but its own
+    # session's live-write paths (the random ids filled in below are not B's session)
+    tokens["agent_other_session"] = world["agent_b"]
     checked = 0
     for path, method in routes(world["app"]):
         url = fill(path)
+        if path in SELF_AUTHENTICATED:
+            for name, token in {**tokens, "user": a["token"]}.items():
+                if name == "agent_other_session":
+                    continue  # a renewal of its own token: tests/api/test_live.py
+                r = client.request(method, url, headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 401, f"{method} {path} with {name} -> {r.status_code}"
+            continue
         if path in EXPECTED_PUBLIC:
             assert client.request(method, url).status_code != 401, (method, path)
             continue
@@ -166,6 +198,30 @@ def test_every_other_route_rejects_bad_credentials(world):
         assert r.status_code == 401, f"{method} {path} forged token + bad body -> {r.status_code}"
         checked += 1
     assert checked >= 20
+
+
+def test_agent_token_only_on_its_sessions_live_write_paths(world):
+    """B's agent session token, with B's session id filled in: accepted (not 401) exactly on the
+    live-write paths, 401 on every other route."""
+    client, owned = world["client"], world["owned"]
+    b_session = [s["id"] for s in client.get("/api/v1/sessions/", headers=world["b"]["headers"]).json()]
+    assert len(b_session) == 1
+    headers = {"Authorization": f"Bearer {world['agent_b']}"}
+    live_write = 0
+    for path, method in routes(world["app"]):
+        if path in EXPECTED_PUBLIC:
+            continue
+        url = fill(path, {**owned, "session_id": b_session[0]})
+        body = BODIES.get((path, method), {"json": {}})
+        r = client.request(method, url, headers=headers, **body)
+        if any(p.match(url) for p in LIVE_WRITE_PATHS) and method in ("POST", "PUT", "PATCH"):
+            assert r.status_code not in (401, 403, 404, 500), (
+                f"{method} {path} as B's agent -> {r.status_code}"
+            )
+            live_write += 1
+        else:
+            assert r.status_code in (401, 403), f"{method} {path} as B's agent -> {r.status_code}"
+    assert live_write >= 2
 
 
 def test_operator_endpoints_take_the_operator_token_only(world):

@@ -25,6 +25,8 @@ TABLES = {
     "api_keys",
     "jobs",
     "job_events",
+    "live_sessions",
+    "live_segments",
 }
 
 

@@ -205,8 +205,9 @@ def test_delete_session_removes_everything(api):
         queued = JobStore.create(s, "sleep_chunks", {}, user_id=a["id"], session_id=sid_u).id
         running = JobStore.create(s, "sleep_chunks", {}, user_id=a["id"], session_id=sid_u).id
     assert ctx.jobs.claim(running, "w")
-    ctx.live.append_segment(sid_u, {"index": 0, "text": "live", "start_time": 0.0, "end_time": 1.0})
-    ctx.live.set_status(sid_u, {"status": "recording"})
+    ctx.live.upsert_segments(sid_u, [{"segment_id": "s0", "text": "live", "start_time": 0.0, "end_time": 1.0}])
+    ctx.live.update_status(sid_u, {"recording": True})
+    assert ctx.live.segments(sid_u) and ctx.live.status(sid_u)["recording"] is True
 
     r = client.delete(f"{S}{sid}", headers=a["headers"])
     assert r.status_code == 200 and r.json() == {"message": "Session deleted successfully"}
@@ -233,8 +234,9 @@ def test_live_data_deleted_from_redis(tmp_path, sqlite_url, redis_url, redis_pre
         ctx = app.state.ctx
         a = register(client)
         sid = client.post(S, json={}, headers=a["headers"]).json()["id"]
-        ctx.live.append_segment(uuid.UUID(sid), {"index": 0, "text": "x"})
-        ctx.live.set_status(uuid.UUID(sid), {"status": "recording"})
-        assert len(list(ctx.redis.scan_iter(match=f"{prefix}live:{sid}:*"))) == 2
+        ctx.live.upsert_segments(uuid.UUID(sid), [{"segment_id": "s0", "text": "x", "start_time": 0.0}])
+        ctx.live.update_status(uuid.UUID(sid), {"recording": True})
+        # segments (hash), their revisions (sorted set), status (hash)
+        assert len(list(ctx.redis.scan_iter(match=f"{prefix}live:{sid}:*"))) == 3
         client.delete(f"{S}{sid}", headers=a["headers"])
         assert list(ctx.redis.scan_iter(match=f"{prefix}live:{sid}:*")) == []
