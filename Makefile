@@ -8,9 +8,10 @@ EXPORT_PY := .envs/export/bin/python
 export INTRASCRIBE_CACHE ?= $(HOME)/.cache/intrascribe
 
 .PHONY: help system-deps env-serve env-export envs models download-models export-real triton run test test-quick lint
+.PHONY: init up down dev logs agent agent-stop agent-scale health stats status
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {sub("%", "SERVICE", $$1); printf "  make %-16s %s\n", $$1, $$2}'
 
 env-serve: ## serving environment: tritonserver (nvidia-pytriton), onnxruntime, numpy<2, api, tests
 	@scripts/ensure_env.sh serve
@@ -46,3 +47,55 @@ test-quick: ## fast tests only: no export environment, no slow end-to-end tests 
 
 lint: env-serve ## ruff
 	@$(SERVE_PY) -m ruff check . && $(SERVE_PY) -m ruff format --check .
+
+# --- production stack: docker compose (compose.yaml; docs/deployment.md) ---------------------------
+COMPOSE ?= docker compose
+COMPOSE_DEV = $(COMPOSE) -f compose.yaml -f compose.dev.yaml
+# the original README's service names -> ours (STT and diarization both run in Triton)
+SERVICE_ALIASES := stt-service=triton diarization-service=triton api-service=api
+service = $(or $(patsubst $(1)=%,%,$(filter $(1)=%,$(SERVICE_ALIASES))),$(1))
+N ?= 2
+
+init: ## write .env from .env.example: fresh secrets, asks for the auth mode (embedded | supabase)
+	@scripts/compose_init.sh
+
+up: ## build the images and start the stack in the background (models, migrations, then the services)
+	$(COMPOSE) up -d --build
+
+down: ## stop and remove the stack's containers (volumes: models, database, uploads are kept)
+	$(COMPOSE) down
+
+dev: ## the stack plus a local LiveKit server in dev mode (compose.dev.yaml), rebuilt
+	$(COMPOSE_DEV) up -d --build
+
+logs: ## follow every service's logs
+	$(COMPOSE) logs -f --tail=200
+
+logs-%: ## follow one service's logs: make logs-api, logs-stt-service (= triton)
+	$(COMPOSE) logs -f --tail=200 $(call service,$*)
+
+restart-%: ## restart one service: make restart-worker, restart-api-service (= api)
+	$(COMPOSE) restart $(call service,$*)
+
+update-%: ## rebuild one service's image and recreate it: make update-api, update-stt-service (= triton)
+	$(COMPOSE) up -d --build --no-deps $(call service,$*)
+
+agent: ## start the LiveKit agents (profile agent; LIVEKIT_* in .env)
+	$(COMPOSE) --profile agent up -d agent
+
+agent-stop: ## stop the LiveKit agents
+	$(COMPOSE) --profile agent stop agent
+
+agent-scale: ## run N LiveKit agents: make agent-scale N=4
+	@[[ "$(N)" =~ ^[0-9]+$$ ]] || { echo "N must be a number of agents, not '$(N)'" >&2; exit 2; }
+	$(COMPOSE) --profile agent up -d --no-deps --scale agent=$(N) agent
+
+health: ## each service's state and health check
+	$(COMPOSE) ps --all --format 'table {{.Service}}\t{{.State}}\t{{.Health}}\t{{.Status}}'
+
+stats: ## CPU, memory, network and disk I/O of the stack's containers
+	@ids=$$($(COMPOSE) ps -q); [ -n "$$ids" ] || { echo "the stack is not running (make up)"; exit 0; }; \
+	docker stats --no-stream $$ids
+
+status: ## the stack's containers, images and ports
+	$(COMPOSE) ps --all
