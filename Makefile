@@ -51,6 +51,9 @@ lint: env-serve ## ruff
 # --- production stack: docker compose (compose.yaml; docs/deployment.md) ---------------------------
 COMPOSE ?= docker compose
 COMPOSE_DEV = $(COMPOSE) -f compose.yaml -f compose.dev.yaml
+# every profile's services (postgres, monitoring, agent), whatever COMPOSE_PROFILES starts by default,
+# so `down`, `logs`, `status` also reach agents started with `make agent`
+COMPOSE_ALL = $(COMPOSE) --profile '*'
 # the original README's service names -> ours (STT and diarization both run in Triton)
 SERVICE_ALIASES := stt-service=triton diarization-service=triton api-service=api
 service = $(or $(patsubst $(1)=%,%,$(filter $(1)=%,$(SERVICE_ALIASES))),$(1))
@@ -63,19 +66,19 @@ up: ## build the images and start the stack in the background (models, migration
 	$(COMPOSE) up -d --build
 
 down: ## stop and remove the stack's containers (volumes: models, database, uploads are kept)
-	$(COMPOSE) down
+	$(COMPOSE_ALL) down
 
 dev: ## the stack plus a local LiveKit server in dev mode (compose.dev.yaml), rebuilt
 	$(COMPOSE_DEV) up -d --build
 
 logs: ## follow every service's logs
-	$(COMPOSE) logs -f --tail=200
+	$(COMPOSE_ALL) logs -f --tail=200
 
 logs-%: ## follow one service's logs: make logs-api, logs-stt-service (= triton)
-	$(COMPOSE) logs -f --tail=200 $(call service,$*)
+	$(COMPOSE_ALL) logs -f --tail=200 $(call service,$*)
 
 restart-%: ## restart one service: make restart-worker, restart-api-service (= api)
-	$(COMPOSE) restart $(call service,$*)
+	$(COMPOSE_ALL) restart $(call service,$*)
 
 update-%: ## rebuild one service's image and recreate it: make update-api, update-stt-service (= triton)
 	$(COMPOSE) up -d --build --no-deps $(call service,$*)
@@ -91,11 +94,11 @@ agent-scale: ## run N LiveKit agents: make agent-scale N=4
 	$(COMPOSE) --profile agent up -d --no-deps --scale agent=$(N) agent
 
 health: ## each service's state and health check
-	$(COMPOSE) ps --all --format 'table {{.Service}}\t{{.State}}\t{{.Health}}\t{{.Status}}'
+	$(COMPOSE_ALL) ps --all --format 'table {{.Service}}\t{{.State}}\t{{.Health}}\t{{.Status}}'
 
 stats: ## CPU, memory, network and disk I/O of the stack's containers
-	@ids=$$($(COMPOSE) ps -q); [ -n "$$ids" ] || { echo "the stack is not running (make up)"; exit 0; }; \
+	@ids=$$($(COMPOSE_ALL) ps -q); [ -n "$$ids" ] || { echo "the stack is not running (make up)"; exit 0; }; \
 	docker stats --no-stream $$ids
 
 status: ## the stack's containers, images and ports
-	$(COMPOSE) ps --all
+	$(COMPOSE_ALL) ps --all

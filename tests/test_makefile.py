@@ -29,7 +29,7 @@ SHIM = """#!{python}
 import json, os, sys
 with open(os.environ["DOCKER_SHIM_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
-if sys.argv[1:3] == ["compose", "ps"] and "-q" in sys.argv:
+if "ps" in sys.argv and "-q" in sys.argv:
     print("c0ffee1\\nc0ffee2")
 """
 # docker expands the two characters \t of a table format into a tab itself (as in its docs)
@@ -76,16 +76,17 @@ def shim(tmp_path):
 
 
 DEV = ["compose", "-f", "compose.yaml", "-f", "compose.dev.yaml"]
+ALL = ["compose", "--profile", "*"]  # every profile: agents started by `make agent` included
 CASES = {
     ("up",): [["compose", "up", "-d", "--build"]],
-    ("down",): [["compose", "down"]],
+    ("down",): [[*ALL, "down"]],
     ("dev",): [[*DEV, "up", "-d", "--build"]],
-    ("logs",): [["compose", "logs", "-f", "--tail=200"]],
-    ("logs-api",): [["compose", "logs", "-f", "--tail=200", "api"]],
-    ("logs-stt-service",): [["compose", "logs", "-f", "--tail=200", "triton"]],
-    ("logs-diarization-service",): [["compose", "logs", "-f", "--tail=200", "triton"]],
-    ("restart-worker",): [["compose", "restart", "worker"]],
-    ("restart-api-service",): [["compose", "restart", "api"]],
+    ("logs",): [[*ALL, "logs", "-f", "--tail=200"]],
+    ("logs-api",): [[*ALL, "logs", "-f", "--tail=200", "api"]],
+    ("logs-stt-service",): [[*ALL, "logs", "-f", "--tail=200", "triton"]],
+    ("logs-diarization-service",): [[*ALL, "logs", "-f", "--tail=200", "triton"]],
+    ("restart-worker",): [[*ALL, "restart", "worker"]],
+    ("restart-api-service",): [[*ALL, "restart", "api"]],
     ("update-api",): [["compose", "up", "-d", "--build", "--no-deps", "api"]],
     ("update-stt-service",): [["compose", "up", "-d", "--build", "--no-deps", "triton"]],
     ("agent",): [["compose", "--profile", "agent", "up", "-d", "agent"]],
@@ -93,9 +94,9 @@ CASES = {
     ("agent-scale", "N=4"): [
         ["compose", "--profile", "agent", "up", "-d", "--no-deps", "--scale", "agent=4", "agent"]
     ],
-    ("health",): [["compose", "ps", "--all", "--format", PS_FORMAT]],
-    ("status",): [["compose", "ps", "--all"]],
-    ("stats",): [["compose", "ps", "-q"], ["stats", "--no-stream", "c0ffee1", "c0ffee2"]],
+    ("health",): [[*ALL, "ps", "--all", "--format", PS_FORMAT]],
+    ("status",): [[*ALL, "ps", "--all"]],
+    ("stats",): [[*ALL, "ps", "-q"], ["stats", "--no-stream", "c0ffee1", "c0ffee2"]],
 }
 
 
