@@ -88,3 +88,7 @@ mv "$tmp" "$env_file"
 trap - EXIT
 echo "wrote $env_file (auth mode $AUTH_MODE, generated secrets; readable by you only)."
 echo "next: review it (LLM keys, LIVEKIT_URL), then: make up && make health"
+if [ "$AUTH_MODE" = embedded ]; then
+  echo "sign-up is open (ALLOW_REGISTRATION=true) so you can register the first accounts at"
+  echo "http://localhost:8000/api/v1/auth/register; then set ALLOW_REGISTRATION=false and make restart-api"
+fi

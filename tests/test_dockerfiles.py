@@ -15,6 +15,7 @@ Whether docker/triton-requirements.txt resolves for the container's Python is ch
 from __future__ import annotations
 
 import ast
+import fnmatch
 import functools
 import importlib.metadata as md
 import json
@@ -333,3 +334,28 @@ def test_export_image_builds_the_export_environment_and_runs_the_model_scripts()
     assert subprocess.run(["bash", "-n", str(DOCKER / "models.sh")]).returncode == 0
     assert "-m export_scripts.download --all" in script
     assert "-m export_scripts.build real --repo-dir /models" in script
+
+
+def test_dockerignore_keeps_secrets_and_weights_out_of_the_build_context():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {
+        ".env",
+        ".envs",
+        ".git",
+        "data",
+        "models",
+        "model_repository/*/1/*",
+        "!model_repository/*/1/model.py",
+    } <= set(patterns)
+    excluded = [p for p in patterns if not p.startswith("!")]
+    for dockerfile in DOCKERFILES:
+        for op, arg in dockerfile_instructions(dockerfile):
+            if op == "COPY":
+                for source in arg.split()[:-1]:
+                    assert not [p for p in excluded if fnmatch.fnmatch(source, p)], (
+                        f"{dockerfile.name}: {source} is ignored"
+                    )
