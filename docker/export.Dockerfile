@@ -23,6 +23,8 @@ RUN bash scripts/ensure_env.sh export
 COPY speechlib ./speechlib
 COPY serving ./serving
 COPY export_scripts ./export_scripts
+# hashed into the diarization export's cache key (export_scripts/build.py: the artifact's `code`)
+COPY tests/__init__.py tests/meetings.py tests/audio.py ./tests/
 COPY model_repository ./model_repository
 COPY docker/models.sh ./docker/models.sh
 

@@ -359,3 +359,58 @@ def test_dockerignore_keeps_secrets_and_weights_out_of_the_build_context():
                     assert not [p for p in excluded if fnmatch.fnmatch(source, p)], (
                         f"{dockerfile.name}: {source} is ignored"
                     )
+
+
+def test_the_export_image_holds_what_build_real_reads(tmp_path):
+    """Lay out what export.Dockerfile COPYs (nothing else), give `build real` complete (empty)
+    downloads, and run it with --cache-only: each artifact gets as far as its cache lookup, so
+    hashing found every file it reads (a file the image lacks would fail the export there)."""
+    import inspect
+    import shutil
+
+    from export_scripts import build
+
+    instructions = dockerfile_instructions(DOCKER / "export.Dockerfile")
+    (workdir,) = [arg for op, arg in instructions if op == "WORKDIR"]
+    image = tmp_path / "image"
+    for op, arg in instructions:
+        if op == "COPY":
+            *sources, dest = arg.split()
+            for source in sources:
+                target = image / Path(dest.replace(workdir, ".", 1)) if dest.endswith("/") else None
+                target = target / Path(source).name if target else image / Path(dest.replace(workdir, ".", 1))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(ROOT / source, target)
+    downloads = tmp_path / "downloads"
+    real = [a for a in build.ARTIFACTS if "real" in a.sources and a.default]
+    assert {a.name for a in real} == {"fsmn_vad", "sensevoice", "pyannote_small"}
+    for art in real:
+        found = inspect.getclosurevars(art.sources["real"]).nonlocals
+        for name in (*found["required"], *art.source_files):
+            (downloads / found["subdir"] / name).parent.mkdir(parents=True, exist_ok=True)
+            (downloads / found["subdir"] / name).write_bytes(b"")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export_scripts.build",
+            "real",
+            "--cache-only",
+            "--repo-dir",
+            str(tmp_path / "models"),
+            "--models-dir",
+            str(downloads),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=image,
+        env={**os.environ, "PYTHONPATH": str(image)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(real) and all("--cache-only given" in e for e in errors), r.stderr
