@@ -91,6 +91,19 @@ def blob_path(user_id: uuid.UUID, session_id: uuid.UUID, file_id: uuid.UUID, ext
     return f"{user_id}/{session_id}/{file_id}.{ext}"
 
 
+
+def chunk_path(
+    user_id: uuid.UUID, session_id: uuid.UUID, track_id: uuid.UUID, seq: int, sha256: str, ext: str = "ogg"
+) -> str:
+    """Where a live recording's chunk lives: ``<user>/<session>/recording/<track>/<seq>-<sha16>.<ext>``.
+    The track id (not the participant's identity, which is the client's text) keeps the path safe;
+    the hash in the name means two different uploads of one seq never overwrite each other (the one
+    that loses the race for the row deletes only its own blob)."""
+    if seq < 0:
+        raise ValueError("seq must be >= 0")
+    ext = "".join(c for c in ext.lower() if c.isalnum())[:10] or "bin"
+    return f"{user_id}/{session_id}/recording/{track_id}/{seq:08d}-{sha256[:16]}.{ext}"
+
 class BlobStore(Protocol):
     backend: str
     bucket: str

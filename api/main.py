@@ -32,9 +32,11 @@ from api.routes import (
     direct,
     jobs,
     livekit,
+    livekit_ops,
     openai_compat,
     ops,
     realtime,
+    recording,
     sessions,
     summaries,
     templates,
@@ -162,12 +164,15 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         direct.router,
         summaries.router,
         templates.router,
+        recording.router,
+        livekit_ops.router,
         livekit.router,
         livekit.agent_router,
         realtime.router,
     ):
         app.include_router(router, dependencies=documented_auth, responses=COMMON_RESPONSES)
     app.include_router(ops.router)
+    app.include_router(livekit_ops.webhook_router)  # public path: verified by LiveKit's signature
     # OpenAI's error shape, not COMMON_RESPONSES (its module documents its responses)
     app.include_router(openai_compat.router, dependencies=documented_auth)
 
@@ -194,7 +199,11 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
-        limits=[("POST", UPLOAD_PATH, upload_limit), *sync_body_limits(settings)],
+        limits=[
+            ("POST", UPLOAD_PATH, upload_limit),
+            ("PUT", recording.CHUNK_PATH, settings.recording_max_chunk_bytes),
+            *sync_body_limits(settings),
+        ],
     )
     app.add_middleware(openai_compat.OpenAIErrorShape)  # /v1/...: outside auth and the body limit
     app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)

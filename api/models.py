@@ -441,6 +441,54 @@ class JobEvent(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+
+class RecordingTrack(Base):
+    """One participant's continuous recording in a live session (0007). ``offset_seconds``: where
+    the participant's chunk 0 starts on the session's timeline (seconds from the session start),
+    fixed when their first chunk arrives; chunk ``seq`` then starts at offset + seq x chunk_seconds."""
+
+    __tablename__ = "recording_tracks"
+    __table_args__ = (UniqueConstraint("session_id", "participant"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("recording_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    participant: Mapped[str] = mapped_column(String(255), nullable=False)  # LiveKit identity
+    offset_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    chunk_seconds: Mapped[float] = mapped_column(Float, nullable=False)  # RECORDING_CHUNK_SECONDS then
+    created_at: Mapped[datetime] = _created_at()
+
+
+class RecordingChunk(Base):
+    """One uploaded Ogg/Opus chunk of a track (0007): its blob, size, hash and measured duration.
+    Unique per (track, seq): a repeated upload of the same bytes finds this row."""
+
+    __tablename__ = "recording_chunks"
+    __table_args__ = (UniqueConstraint("track_id", "seq"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    track_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("recording_tracks.id", ondelete="CASCADE"), nullable=False
+    )
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("recording_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    storage_backend: Mapped[str] = mapped_column(String(16), nullable=False)
+    storage_bucket: Mapped[str] = mapped_column(String(100), nullable=False)
+    storage_path: Mapped[str] = mapped_column(Text, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    duration_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+
 # Tables a user owns directly (user_id column) and those owned through their session.
 USER_OWNED_TABLES = ("recording_sessions", "audio_files", "api_keys", "jobs")
 SESSION_OWNED_TABLES = ("transcriptions", "ai_summaries")

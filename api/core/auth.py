@@ -51,6 +51,7 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         f"{AUTH_PREFIX}/login",
         f"{AUTH_PREFIX}/register",
         AGENT_TOKEN_PATH,  # authenticates the LiveKit job token / agent session token itself
+        "/api/v1/livekit/webhook",  # verified by its route: LiveKit's signature of the body
     }
 )
 OPERATOR_PATHS: frozenset[str] = frozenset({"/metrics", "/info"})
@@ -60,6 +61,7 @@ _SID = r"(?P<session_id>[^/]+)"
 LIVE_WRITE_PATHS: tuple[re.Pattern[str], ...] = (
     re.compile(rf"^/api/v1/realtime/sessions/{_SID}/segments/?$"),
     re.compile(rf"^/api/v1/realtime/sessions/{_SID}/status/?$"),
+    re.compile(rf"^/api/v1/sessions/{_SID}/recording/?$"),  # the uploader's resume listing (GET)
     re.compile(rf"^/api/v1/sessions/{_SID}/recording/[^/]+/[^/]+/?$"),
     re.compile(rf"^/api/v1/sessions/{_SID}/finalize/?$"),
 )

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.blobstore import BlobStore, blob_path
-from api.models import AudioFile, RecordingSession
+from api.models import AudioFile, RecordingChunk, RecordingSession, RecordingTrack
 from inference_client.audio import AudioDecodeError, check_audio
 
 log = logging.getLogger("api.audio")
@@ -118,12 +118,14 @@ def store_audio(
     filename: str | None,
     content_type: str | None,
     max_bytes: int | None = None,
+    file_id: uuid.UUID | None = None,
 ) -> AudioFile:
     """Stream the bytes into the blob store (BlobTooLarge past ``max_bytes``: nothing stored), check
     them (:func:`probe`; :class:`AudioRejected` for what is not transcribable audio: the blob is
     deleted first, nothing is kept), then write its row (caller commits). If the row fails, the blob
-    is removed."""
-    file_id = uuid.uuid4()
+    is removed. ``file_id``: the row's id when the caller fixes it (a live session's mix: one per
+    session), else a new one."""
+    file_id = file_id or uuid.uuid4()
     # what the client said is stored and shown back: keep it storable and within the columns
     filename = _UNSTORABLE.sub("", filename)[:500] if filename else None
     if content_type and not _MEDIA_TYPE.match(content_type):
@@ -176,3 +178,42 @@ def list_for_session(s: Session, session_id: uuid.UUID) -> list[AudioFile]:
     return list(
         s.scalars(select(AudioFile).where(AudioFile.session_id == session_id).order_by(AudioFile.created_at))
     )
+
+
+# ------------------------------------------------------------------------- live recording chunks
+# A live session's audio arrives as fixed-length chunks per participant (api/recording.py): one
+# ``recording_tracks`` row per participant, one ``recording_chunks`` row per uploaded chunk.
+
+
+def get_track(s: Session, session_id: uuid.UUID, participant: str) -> RecordingTrack | None:
+    return s.scalar(
+        select(RecordingTrack).where(
+            RecordingTrack.session_id == session_id, RecordingTrack.participant == participant
+        )
+    )
+
+
+def tracks_of_session(s: Session, session_id: uuid.UUID) -> list[RecordingTrack]:
+    """The session's tracks, in the order their first chunk arrived."""
+    return list(
+        s.scalars(
+            select(RecordingTrack)
+            .where(RecordingTrack.session_id == session_id)
+            .order_by(RecordingTrack.created_at, RecordingTrack.participant)
+        )
+    )
+
+
+def get_chunk(s: Session, track_id: uuid.UUID, seq: int) -> RecordingChunk | None:
+    return s.scalar(select(RecordingChunk).where(RecordingChunk.track_id == track_id, RecordingChunk.seq == seq))
+
+
+def chunks_of_track(s: Session, track_id: uuid.UUID) -> list[RecordingChunk]:
+    return list(
+        s.scalars(select(RecordingChunk).where(RecordingChunk.track_id == track_id).order_by(RecordingChunk.seq))
+    )
+
+
+def chunk_paths_of_session(s: Session, session_id: uuid.UUID) -> list[str]:
+    """The blob paths of the session's chunks (to delete them with the session)."""
+    return list(s.scalars(select(RecordingChunk.storage_path).where(RecordingChunk.session_id == session_id)))

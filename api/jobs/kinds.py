@@ -17,7 +17,7 @@ JOB_HANDLERS: dict[str, JobHandler] = {}
 
 # Modules whose import registers job kinds; the worker imports them at start, plus the setting
 # EXTRA_JOB_MODULES (how the tests add theirs). Features add theirs here.
-JOB_MODULES: list[str] = ["api.transcribe_job", "api.summaries"]
+JOB_MODULES: list[str] = ["api.transcribe_job", "api.summaries", "api.live_transcribe_job"]
 
 
 def job_kind(name: str) -> Callable[[JobHandler], JobHandler]:

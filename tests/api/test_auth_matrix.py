@@ -37,10 +37,13 @@ EXPECTED_PUBLIC = {
     "/api/v1/auth/login",
     "/api/v1/auth/register",
     "/api/v1/agent/token",
+    "/api/v1/livekit/webhook",
 }
 # Public for the middleware, but the route authenticates the caller itself (LiveKit job token or
 # agent session token): every credential checked below is refused there too.
-SELF_AUTHENTICATED = {"/api/v1/agent/token"}
+SELF_AUTHENTICATED = {"/api/v1/agent/token", "/api/v1/livekit/webhook"}  # the webhook: LiveKit's signature
+# Live-write paths an agent reads too (the recording's resume listing).
+AGENT_READS = {("/api/v1/sessions/{session_id}/recording", "GET")}
 PARAM = re.compile(r"{([^}]+)}")
 # Request bodies for routes where an empty JSON object is not valid (owner checks need a valid body).
 BODIES: dict[tuple[str, str], dict] = {
@@ -104,6 +107,9 @@ def world(tmp_path_factory):
             "file_id": audio["id"],
             "transcription_id": str(transcription_id),
             "template_id": template["id"],
+            "participant": "alice",
+            "seq": "0",
+            "room": room_of(session["id"]),
         }
         # user B's agent: a valid agent session token, scoped to a session that is B's, not A's
         b_session = client.post("/api/v1/sessions/", json={}, headers=b["headers"]).json()
@@ -214,7 +220,8 @@ def test_agent_token_only_on_its_sessions_live_write_paths(world):
         url = fill(path, {**owned, "session_id": b_session[0]})
         body = BODIES.get((path, method), {"json": {}})
         r = client.request(method, url, headers=headers, **body)
-        if any(p.match(url) for p in LIVE_WRITE_PATHS) and method in ("POST", "PUT", "PATCH"):
+        writes = method in ("POST", "PUT", "PATCH") or (path, method) in AGENT_READS
+        if any(p.match(url) for p in LIVE_WRITE_PATHS) and writes:
             assert r.status_code not in (401, 403, 404, 500), (
                 f"{method} {path} as B's agent -> {r.status_code}"
             )

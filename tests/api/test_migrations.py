@@ -27,6 +27,8 @@ TABLES = {
     "job_events",
     "live_sessions",
     "live_segments",
+    "recording_tracks",
+    "recording_chunks",
 }
 
 

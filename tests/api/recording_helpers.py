@@ -1,0 +1,57 @@
+"""Live recording chunks for the tests: real speech (espeak-ng via tests.audio) cut into fixed-length
+pieces and encoded as Ogg/Opus with PyAV's libopus, as the agent uploads them."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+
+from inference_client.audio import SAMPLE_RATE
+from tests.api.live_helpers import LIVE_SETTINGS
+from tests.audio import speak
+
+CHUNK_S = 2.0  # RECORDING_CHUNK_SECONDS in these tests (short: fast tests, same code path)
+
+
+def live_settings(**overrides) -> dict:
+    """Settings that turn live sessions on (tests.api.live_helpers: LiveKit key/secret) with short chunks."""
+    return {**LIVE_SETTINGS, "recording_chunk_seconds": CHUNK_S, **overrides}
+
+
+def ogg_opus(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """Float32 mono samples -> one Ogg/Opus file's bytes."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=rate, layout="mono")
+        stream.bit_rate = 32_000
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def speech(text: str, seconds: float, voice: str = "en-us") -> np.ndarray:
+    """``text`` spoken, padded with silence (or cut) to exactly ``seconds``: silence is recorded too."""
+    x = speak(text, voice)
+    n = round(seconds * SAMPLE_RATE)
+    out = np.zeros(n, np.float32)
+    out[: min(n, x.size)] = x[:n]
+    return out
+
+
+def chunked(samples: np.ndarray, chunk_s: float = CHUNK_S) -> list[bytes]:
+    """``samples`` cut into ``chunk_s`` pieces (the last one shorter), each its own Ogg/Opus file."""
+    step = round(chunk_s * SAMPLE_RATE)
+    return [ogg_opus(samples[a : a + step]) for a in range(0, samples.size, step)]
+
+
+def chunk_url(session_id, participant: str, seq: int) -> str:
+    return f"/api/v1/sessions/{session_id}/recording/{participant}/{seq}"
