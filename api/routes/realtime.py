@@ -167,7 +167,7 @@ def write_segments(session_id: uuid.UUID, body: SegmentsIn, ctx: Ctx, writer: Li
             writer.session_id, [s.model_dump(mode="json") for s in body.segments]
         )
     except LiveStoreFull as e:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(e)) from e
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(e)) from e
     return SegmentsWritten(
         session_id=writer.session_id,
         accepted=result.accepted,
@@ -234,8 +234,8 @@ async def live_events(
     snapshot = await anyio.to_thread.run_sync(load)
     after = snapshot.revision
     resume = last_event_id is not None and _EVENT_ID.match(last_event_id.strip())
-    if resume:
-        after = int(last_event_id.strip())
+    if resume:  # an id beyond the newest revision resumes from the newest
+        after = min(int(last_event_id.strip()), snapshot.revision)
     slots = _stream_slots(ctx)
     if not slots.acquire(principal.user_id):
         raise HTTPException(
