@@ -18,9 +18,11 @@ import ast
 import fnmatch
 import functools
 import importlib.metadata as md
+import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -361,29 +363,34 @@ def test_dockerignore_keeps_secrets_and_weights_out_of_the_build_context():
                     )
 
 
+def image_layout(dockerfile: Path, image: Path) -> Path:
+    """What ``dockerfile`` COPYs from the repository, laid out under ``image`` as in its WORKDIR."""
+    instructions = dockerfile_instructions(dockerfile)
+    (workdir,) = [arg for op, arg in instructions if op == "WORKDIR"]
+    for op, arg in instructions:
+        if op != "COPY":
+            continue
+        *sources, dest = arg.split()
+        if not dest.startswith((workdir, ".")):
+            continue  # outside the WORKDIR (requirement files for pip)
+        dest = dest.replace(workdir, ".", 1)
+        for source in sources:
+            target = image / dest / Path(source).name if dest.endswith("/") else image / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(ROOT / source, target)
+    return image
+
+
 def test_the_export_image_holds_what_build_real_reads(tmp_path):
     """Lay out what export.Dockerfile COPYs (nothing else), give `build real` complete (empty)
     downloads, and run it with --cache-only: each artifact gets as far as its cache lookup, so
     hashing found every file it reads (a file the image lacks would fail the export there)."""
-    import inspect
-    import shutil
-
     from export_scripts import build
 
-    instructions = dockerfile_instructions(DOCKER / "export.Dockerfile")
-    (workdir,) = [arg for op, arg in instructions if op == "WORKDIR"]
-    image = tmp_path / "image"
-    for op, arg in instructions:
-        if op == "COPY":
-            *sources, dest = arg.split()
-            for source in sources:
-                target = image / Path(dest.replace(workdir, ".", 1)) if dest.endswith("/") else None
-                target = target / Path(source).name if target else image / Path(dest.replace(workdir, ".", 1))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if (ROOT / source).is_dir():
-                    shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    shutil.copy2(ROOT / source, target)
+    image = image_layout(DOCKER / "export.Dockerfile", tmp_path / "image")
     downloads = tmp_path / "downloads"
     real = [a for a in build.ARTIFACTS if "real" in a.sources and a.default]
     assert {a.name for a in real} == {"fsmn_vad", "sensevoice", "pyannote_small"}
@@ -414,3 +421,37 @@ def test_the_export_image_holds_what_build_real_reads(tmp_path):
     )
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == len(real) and all("--cache-only given" in e for e in errors), r.stderr
+
+
+def test_the_app_image_holds_what_its_commands_run(tmp_path):
+    """Lay out what app.Dockerfile COPYs and, from there alone, import what api, worker, agent and
+    migrate run, migrate a fresh database to head and read the LLM configuration; every module of
+    ours must come from the layout (the serving environment could otherwise find it in this checkout)."""
+    image = image_layout(DOCKER / "app.Dockerfile", tmp_path / "app")
+    script = """
+import importlib, sys
+from pathlib import Path
+for name in ("api.main", "api.worker", "api.db.migrate", "agent", "api.llm.client"):
+    importlib.import_module(name)
+from api.db.migrate import upgrade
+upgrade()
+from api.llm.config import load_config
+assert load_config(None).models
+ours = ("api", "agent", "inference_client", "speechlib", "serving", "export_scripts")
+outside = sorted(n for n, m in sys.modules.items() if n.split(".")[0] in ours
+                 and not str(getattr(m, "__file__", "") or "").startswith(sys.argv[1]))
+assert not outside, outside
+print("ok")
+"""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "LLM_", "DATA_DIR"))}
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(image)],
+        cwd=image,
+        env={**env, "PYTHONPATH": str(image), "DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+    assert (data / "intrascribe.db").is_file()
