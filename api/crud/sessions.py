@@ -9,6 +9,7 @@ from sqlalchemy import Select, Text, any_, exists, func, literal, or_, select, u
 from sqlalchemy.orm import Session
 
 from api.blobstore import BlobStore
+from api.crud.audio import chunk_paths_of_session
 from api.db.types import utcnow
 from api.jobs.store import JobStore
 from api.live import LiveStore
@@ -113,6 +114,7 @@ def delete_session(
     session_id = session.id
     cancelled = cancel_session_jobs(s, session_id)
     paths = s.scalars(select(AudioFile.storage_path).where(AudioFile.session_id == session_id)).all()
+    paths = [*paths, *chunk_paths_of_session(s, session_id)]  # a live session's recording chunks
     s.execute(update(Job).where(Job.session_id == session_id).values(session_id=None, updated_at=utcnow()))
     s.delete(session)
     s.commit()

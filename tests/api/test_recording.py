@@ -179,3 +179,23 @@ def test_the_agent_uploads_lists_and_finalizes_its_own_session_only(client, user
     r = client.post(f"/api/v1/sessions/{sid}/finalize", headers=agent)
     assert r.status_code == 200, r.text
     assert r.json()["created"] is True
+
+
+def test_deleting_the_session_deletes_its_chunks(client, user_a, meeting_chunks):
+    sid = _session(client, user_a)
+    for seq in (0, 1):
+        assert (
+            client.put(
+                chunk_url(sid, "alice", seq), content=meeting_chunks[seq], headers=user_a["headers"]
+            ).status_code
+            == 201
+        )
+    root = client.app.state.ctx.blobs.root
+    stored = [p for p in root.rglob("*.ogg") if sid in str(p) and "/recording/" in str(p)]
+    assert len(stored) == 2
+    assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in stored} == {
+        hashlib.sha256(c).hexdigest() for c in meeting_chunks[:2]
+    }
+    assert client.delete(f"/api/v1/sessions/{sid}", headers=user_a["headers"]).status_code == 200
+    assert [p for p in stored if p.exists()] == []
+    assert client.get(REC.format(sid), headers=user_a["headers"]).status_code == 404
