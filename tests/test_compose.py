@@ -435,3 +435,33 @@ def test_grafana_is_provisioned_with_the_prometheus_datasource(compose):
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "intrascribe.yaml").read_text())["providers"]
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
     assert "GF_SECURITY_ADMIN_PASSWORD" in grafana["environment"]
+
+
+def test_dev_livekit_is_configured_for_the_api(dev, tmp_path):
+    """The dev LiveKit's configuration parses, holds the api's key pair, publishes the ports it
+    listens on, and sends room_finished webhooks to a route the api has."""
+    from api.core.config import Settings
+    from api.main import create_app
+
+    services = dev["services"]
+    env = {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": "s" * 40}
+
+    def expand(text: str) -> str:  # ${VAR:-default} / ${VAR:?message} with the values above
+        return re.sub(r"\$\{(\w+)(?::[-?][^}]*)?\}", lambda m: env[m.group(1)], text)
+
+    config = yaml.safe_load(expand(services["livekit"]["environment"]["LIVEKIT_CONFIG"]))
+    assert config["keys"] == {"APIkey": "s" * 40} and config["webhook"]["api_key"] == "APIkey"
+    published = {str(p).split(":")[-1] for p in services["livekit"]["ports"]}
+    assert {
+        str(config["port"]),
+        str(config["rtc"]["tcp_port"]),
+        f"{config['rtc']['udp_port']}/udp",
+    } == published
+    for name in ("api", "agent"):
+        assert expand(services[name]["environment"]["LIVEKIT_API_KEY"]) == "APIkey", name
+    assert services["api"]["environment"]["LIVEKIT_API_URL"] == f"http://livekit:{config['port']}"
+    assert services["agent"]["environment"]["LIVEKIT_URL"] == f"ws://livekit:{config['port']}"
+    (url,) = config["webhook"]["urls"]
+    assert urlparse(url).hostname == "api" and urlparse(url).port == 8000
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path))
+    assert "post" in app.openapi()["paths"][urlparse(url).path]
