@@ -377,6 +377,16 @@ def test_agent_gets_no_database_or_redis(stack):
     assert not {"postgres", "redis"} & set(depends(agent))
 
 
+def test_every_image_of_ours_can_be_rebuilt(compose):
+    """`make update-SERVICE` (up --build) rebuilds a service only if it has a build section."""
+    for name, svc in compose["services"].items():
+        if svc["image"].startswith("${"):
+            assert (
+                svc["build"]["dockerfile"] in OUR_DOCKERFILES
+                and (ROOT / svc["build"]["dockerfile"]).is_file()
+            ), name
+
+
 def test_exact_image_tags(stack):
     for name, svc in stack["services"].items():
         image = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", svc["image"])  # the default of ${VAR:-default}
