@@ -12,6 +12,7 @@
 #      process group; the whole group is stopped, SIGKILL after a grace period)
 # Environment:
 #   INTRASCRIBE_MODEL_REPOSITORY=path  serve that repository as it is
+#   RUN_REPOSITORY=path    where the dev fixtures' repository is assembled (default: the cache's run_repository)
 #   RUN_EXAMPLE_ONLY=1     stop after the examples instead of serving (tests/CI)
 #   RUN_EXAMPLES=0         skip the examples: start everything, print the ready-to-paste block, serve
 #   INTRASCRIBE_LLM=off    do not start the local LLM (summaries then use LLM_CONFIG's models, if any)
@@ -73,7 +74,7 @@ fi
 if [ "$models" = dev ]; then
   # The trained fixtures: model_repository/ (vad, the trained ASR fixture) with the trained diarization
   # fixture for segmentation/speaker_embedding (tests/fixture_models.py); its clustering parameters.
-  repo=$("$PY" -m tests.fixture_models "$cache/run_repository") || exit 2
+  repo=$("$PY" -m tests.fixture_models "${RUN_REPOSITORY:-$cache/run_repository}") || exit 2
   export DIARIZATION_PARAMS_DIR=${DIARIZATION_PARAMS_DIR:-$repo/speaker_embedding/1}
   cat <<'EOF'
 

@@ -61,6 +61,7 @@ def run_env(tmp_path: Path, mark: str, **extra: str) -> dict[str, str]:
             "DATA_DIR": str(tmp_path / "data"),
             "RUN_DEMO_EMAIL": "newcomer@example.com",
             "TMPDIR": str(tmp_path),
+            "RUN_REPOSITORY": str(tmp_path / "run_repository"),  # not the one a `make run` may be serving
             **extra,
         }
     )
