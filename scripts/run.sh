@@ -150,12 +150,17 @@ until grep -q "tritonserver is ready" "$work/launcher.out"; do
 done
 cat "$work/launcher.out"
 
-llm_pid="" llm_url="http://127.0.0.1:${LLM_PORT:-8091}/v1"
+llm_pid="" llm_url="http://127.0.0.1:${LLM_PORT:-8091}/v1" llm_config_given=${LLM_CONFIG:-}
 if [ "${INTRASCRIBE_LLM:-on}" != off ]; then
   if curl -s -o /dev/null "$llm_url/models" 2>/dev/null; then
     say "a local LLM already answers at $llm_url: using it"
   else
     # First time: compiles llama.cpp (~7 min on 2 cores); the api serves meanwhile.
+    if [ -n "${LLM_PORT:-}" ] && [ -z "${LLM_CONFIG:-}" ]; then
+      # config/llm.yaml's `local` model is on the default port: a copy that points at this one
+      sed "s#http://127.0.0.1:8091/v1#$llm_url#" config/llm.yaml >"$work/llm.yaml"
+      export LLM_CONFIG=$work/llm.yaml
+    fi
     start "the local LLM (SmolLM2 on llama.cpp)" "$work/llm.out" bash -c "${LLM_SERVER_CMD:-$root/scripts/llm_server.sh}"
     llm_pid=$started_pid
   fi
@@ -352,7 +357,7 @@ for s in json.load(sys.stdin)["segments"]:
       waited=$((waited + 2))
     done
   fi
-  if llm_ready || [ -n "${LLM_CONFIG:-}" ]; then
+  if llm_ready || [ -n "$llm_config_given" ]; then
     say "    curl -s -X POST $API_URL/api/v1/sessions/$session_id/summary -H \"authorization: Bearer \$TOKEN\""
     say "  or, with the CLI (its progress bar follows the job's event stream):"
     "$CLI" --url "$API_URL" login --email "$user" --password "$password" 2>/dev/null
