@@ -199,3 +199,34 @@ def test_deleting_the_session_deletes_its_chunks(client, user_a, meeting_chunks)
     assert client.delete(f"/api/v1/sessions/{sid}", headers=user_a["headers"]).status_code == 200
     assert [p for p in stored if p.exists()] == []
     assert client.get(REC.format(sid), headers=user_a["headers"]).status_code == 404
+
+
+def test_concurrent_uploads_of_new_tracks_and_same_seqs(settings, meeting_chunks):
+    """Real HTTP, uploads racing: two participants' first chunks (their tracks created at once) and
+    the same chunk sent twice at once. Every request is 201 or 200 (never 500), each seq stored once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from api.main import create_app
+    from tests.api.conftest import LoopbackServer, register
+
+    with LoopbackServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        user = register(c)
+        sid = c.post("/api/v1/sessions/", json={}, headers=user["headers"]).json()["id"]
+        jobs = [(p, seq) for p in ("alice", "bob") for seq in (0, 1, 2)] * 2  # each one twice
+
+        def put(job):
+            participant, seq = job
+            return c.put(
+                chunk_url(sid, participant, seq), content=meeting_chunks[seq], headers=user["headers"]
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(put, jobs))
+        assert sorted(r.status_code for r in answers) == [200] * 6 + [201] * 6, [r.text for r in answers]
+        tracks = c.get(REC.format(sid), headers=user["headers"]).json()["participants"]
+        assert sorted((t["participant"], tuple(t["seqs"])) for t in tracks) == [
+            ("alice", (0, 1, 2)),
+            ("bob", (0, 1, 2)),
+        ]
