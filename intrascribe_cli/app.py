@@ -45,6 +45,7 @@ app = typer.Typer(
         "* `intrascribe login`\n"
         "* `intrascribe transcribe meeting.m4a --format srt -o meeting.srt`\n"
         "* `intrascribe summarize SESSION_ID`\n"
+        "* `intrascribe export SESSION_ID --format vtt`\n"
         "* `intrascribe sessions`\n\n"
         "Run `intrascribe COMMAND --help` for a command's options."
     ),
@@ -277,12 +278,44 @@ def transcribe(
         ).text
     finally:
         api.close()
+    _write(text, output, format)
+    err.print(f"summarise it with: intrascribe summarize {session_id}")
+
+
+def _write(text: str, output: Path | None, format: Format) -> None:  # noqa: A002
     if output:
         output.write_text(text, encoding="utf-8")
-        err.print(f"wrote {output} ({format.value}); summarise it with: intrascribe summarize {session_id}")
+        err.print(f"wrote {output} ({format.value})")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
+
+
+@app.command()
+def export(
+    session: Annotated[str, typer.Argument(help="The session's id (from `transcribe` or `sessions`).")],
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.txt,  # noqa: A002
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write here instead of to the terminal.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Write a session's current transcript again, in any format (md includes the latest summary)."""
+    api = _api()
+    try:
+        r = api.request(
+            "GET",
+            f"/api/v1/sessions/{session}/export",
+            params={"format": format.value},
+            expect=(200, 404, 422),
+        )
+    finally:
+        api.close()
+    if r.status_code == 404:
+        raise CLIError(f"session {session}: {detail_of(r)} (see `intrascribe sessions`)")
+    if r.status_code == 422:
+        raise CLIError(f"not a valid session id: {detail_of(r)}")
+    _write(r.text, output, format)
 
 
 @app.command()

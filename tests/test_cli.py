@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import srt
+import webvtt
 
 from api.db.migrate import upgrade
 from api.main import create_app
@@ -298,4 +300,26 @@ def test_api_key_from_the_environment_lists_sessions(stack, logged_in, meeting_j
     assert meeting_json[1] in p.stdout
     p = run_cli("sessions", url=url, home=tmp_path, INTRASCRIBE_API_KEY=key[:-4] + "abcd")
     assert p.returncode == 1 and "not authorised" in p.stderr, p.stderr
+    no_traceback(p)
+
+
+def test_export_writes_vtt_txt_and_md_with_the_summary(stack, meeting_json, home, tmp_path):
+    doc, sid = meeting_json[0], meeting_json[1]
+    segments = [(s["speaker"], s["text"]) for s in doc["segments"]]
+    out = tmp_path / "meeting.vtt"
+    p = run_cli("export", sid, "--format", "vtt", "-o", str(out), url=stack.url, home=home)
+    assert p.returncode == 0, p.stderr
+    captions = webvtt.read(str(out))
+    assert [(c.voice, c.text) for c in captions] == segments
+    p = run_cli("export", sid, "--format", "txt", url=stack.url, home=home)
+    assert p.returncode == 0, p.stderr
+    lines = re.findall(r"^\[\d\d:\d\d:\d\d\] (\S+): (.+)$", p.stdout, re.M)
+    assert lines == segments
+    # Markdown minutes carry the latest summary (test_summarize_prints_... made one)
+    p = run_cli("export", sid, "-f", "md", url=stack.url, home=home)
+    assert p.returncode == 0, p.stderr
+    assert "The team met and **agreed** on the plan" in p.stdout
+    assert all(text in p.stdout for _, text in segments)
+    p = run_cli("export", "00000000-0000-4000-8000-000000000000", url=stack.url, home=home)
+    assert p.returncode == 1 and "not found" in p.stderr, p.stderr
     no_traceback(p)
