@@ -180,15 +180,16 @@ class MultipartFileStream:
 
 # ------------------------------------------------------------------------------ the routes' glue
 def stored_bytes(s: Session, user_id: uuid.UUID) -> int:
-    """Audio bytes the user keeps in the blob store."""
-    from api.models import AudioFile
+    """Audio bytes the user keeps in the blob store (audio files and live recording chunks)."""
+    from api.models import AudioFile, RecordingChunk
 
-    return int(
-        s.scalar(
-            select(func.coalesce(func.sum(AudioFile.file_size_bytes), 0)).where(AudioFile.user_id == user_id)
-        )
-        or 0
+    files = s.scalar(
+        select(func.coalesce(func.sum(AudioFile.file_size_bytes), 0)).where(AudioFile.user_id == user_id)
     )
+    chunks = s.scalar(
+        select(func.coalesce(func.sum(RecordingChunk.size_bytes), 0)).where(RecordingChunk.user_id == user_id)
+    )
+    return int(files or 0) + int(chunks or 0)
 
 
 @dataclass(frozen=True)

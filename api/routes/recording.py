@@ -27,6 +27,7 @@ from api.jobs.store import active_job_of_session
 from api.live_auth import LiveWriter
 from api.models import RecordingSession
 from api.summaries import maybe_enqueue_auto_summary
+from api.uploads import stored_bytes
 
 log = logging.getLogger("api.recording")
 
@@ -105,13 +106,28 @@ _CHUNK_BODY = {
 _ERR = {"content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {}}}}}}
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
+def _stored_room(ctx: AppContext, owner_id: uuid.UUID) -> int:
+    with ctx.db.session() as s:
+        return ctx.settings.max_stored_bytes_per_user - stored_bytes(s, owner_id)
+
+
+async def _read_capped(request: Request, ctx: AppContext, owner_id: uuid.UUID) -> bytes:
+    """The chunk's bytes: at most RECORDING_MAX_CHUNK_BYTES, and what the owner's
+    MAX_STORED_BYTES_PER_USER leaves (a chunk is stored audio like an upload); else 413."""
+    room = await anyio.to_thread.run_sync(_stored_room, ctx, owner_id)
+    limit = ctx.settings.recording_max_chunk_bytes
     data = bytearray()
     async for piece in request.stream():
         data += piece
+        if len(data) > room:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"this chunk would exceed the owner's stored audio limit of "
+                f"{ctx.settings.max_stored_bytes_per_user} bytes (MAX_STORED_BYTES_PER_USER)",
+            )
         if len(data) > limit:
             raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                status.HTTP_413_CONTENT_TOO_LARGE,
                 f"a chunk may hold {limit} bytes at most (RECORDING_MAX_CHUNK_BYTES)",
             )
     return bytes(data)
@@ -134,7 +150,7 @@ def _refusal(e: rec.RecordingError | AudioRejected) -> HTTPException:
             "model": ChunkOut,
         },
         409: {"description": "other bytes are stored for this seq, or the recording is finalized", **_ERR},
-        413: {"description": "over RECORDING_MAX_CHUNK_BYTES", **_ERR},
+        413: {"description": "over RECORDING_MAX_CHUNK_BYTES, or MAX_STORED_BYTES_PER_USER reached", **_ERR},
         415: {"description": "not audio, or not Ogg", **_ERR},
         422: {
             "description": "bad path/query values, or audio that cannot be a chunk (too short/long)",
@@ -164,7 +180,7 @@ async def put_chunk(
     RECORDING_CHUNK_SECONDS (the last one may be shorter). Idempotent: the same bytes again answer
     200 and change nothing; other bytes for a stored seq answer 409. Chunks may come in any order;
     ``GET .../recording`` lists what is stored (to resume after a reconnect)."""
-    data = await _read_capped(request, ctx.settings.recording_max_chunk_bytes)
+    data = await _read_capped(request, ctx, access.owner_id)
 
     def store() -> rec.ChunkOutcome:
         for attempt in range(3):

@@ -230,3 +230,31 @@ def test_concurrent_uploads_of_new_tracks_and_same_seqs(settings, meeting_chunks
             ("alice", (0, 1, 2)),
             ("bob", (0, 1, 2)),
         ]
+
+
+def test_chunks_count_toward_the_stored_audio_limit(tmp_path, sqlite_url, meeting_chunks):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.api.conftest import register
+
+    quota = len(meeting_chunks[0]) + len(meeting_chunks[1]) // 2  # room for one chunk, not two
+    settings = make_settings(
+        tmp_path, database_url=sqlite_url, max_stored_bytes_per_user=quota, **live_settings()
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        user = register(client)
+        sid = _session(client, user)
+        h = user["headers"]
+        assert client.put(chunk_url(sid, "alice", 0), content=meeting_chunks[0], headers=h).status_code == 201
+        r = client.put(chunk_url(sid, "alice", 1), content=meeting_chunks[1], headers=h)
+        assert r.status_code == 413 and "MAX_STORED_BYTES_PER_USER" in r.text
+        # an upload sees the chunks' bytes as used too
+        r = client.post(
+            f"/api/v1/sessions/{sid}/audio_files",
+            files={"audio_file": ("a.ogg", meeting_chunks[1], "audio/ogg")},
+            headers=h,
+        )
+        assert r.status_code == 413, r.text
+        (track,) = client.get(REC.format(sid), headers=h).json()["participants"]
+        assert track["seqs"] == [0]
