@@ -301,6 +301,15 @@ def test_api_key_from_the_environment_lists_sessions(stack, logged_in, meeting_j
     p = run_cli("sessions", url=url, home=tmp_path, INTRASCRIBE_API_KEY=key[:-4] + "abcd")
     assert p.returncode == 1 and "not authorised" in p.stderr, p.stderr
     no_traceback(p)
+    # `login --api-key` checks the key and stores it (owner-only); later commands need nothing else
+    p = run_cli("--api-key", key[:-4] + "abcd", "login", url=url, home=tmp_path)
+    assert p.returncode == 1 and not (tmp_path / "intrascribe" / "credentials.json").exists(), p.stderr
+    p = run_cli("--api-key", key, "login", url=url, home=tmp_path)
+    assert p.returncode == 0, p.stderr
+    path = tmp_path / "intrascribe" / "credentials.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and json.loads(path.read_text())["api_key"] == key
+    p = run_cli("sessions", url=url, home=tmp_path)
+    assert p.returncode == 0 and meeting_json[1] in p.stdout, p.stderr
 
 
 def test_export_writes_vtt_txt_and_md_with_the_summary(stack, meeting_json, home, tmp_path):
