@@ -70,6 +70,10 @@ class LiveStoreFull(Exception):
         self.max_segments = max_segments
 
 
+class LiveSessionGone(LookupError):
+    """The recording session does not exist (any more)."""
+
+
 @dataclass(frozen=True)
 class UpsertResult:
     accepted: int
@@ -162,7 +166,9 @@ class SqlLiveStore:
         )
         row = s.execute(
             select(LiveSessionRow).where(LiveSessionRow.session_id == session_id).with_for_update()
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if row is None:  # the recording session was deleted meanwhile (foreign key)
+            raise LiveSessionGone(session_id)
         s.refresh(row)
         return row
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from api.crud import sessions as crud
 from api.deps import DB, Ctx, SessionReader
-from api.live import LiveStoreFull, room_name
+from api.live import LiveSessionGone, LiveStoreFull, room_name
 from api.live_auth import SESSION_NOT_FOUND, LiveWriter, require_user
 from api.routes.jobs import SSE_KEEPALIVE_SECONDS, SSE_POLL_SECONDS, _sse, _stream_slots
 from api.schemas import Text, UtcDatetime
@@ -168,6 +168,8 @@ def write_segments(session_id: uuid.UUID, body: SegmentsIn, ctx: Ctx, writer: Li
         )
     except LiveStoreFull as e:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(e)) from e
+    except LiveSessionGone as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, SESSION_NOT_FOUND) from e
     return SegmentsWritten(
         session_id=writer.session_id,
         accepted=result.accepted,
@@ -182,7 +184,10 @@ def write_status(session_id: uuid.UUID, body: StatusIn, ctx: Ctx, writer: LiveWr
     """Sets ``recording`` and/or the list of ``participants`` now in the room; every write (and every
     segment write) updates ``last_activity``."""
     changes = body.model_dump(mode="json", exclude_none=True)
-    return _status(writer.session_id, ctx.live.update_status(writer.session_id, changes))
+    try:
+        return _status(writer.session_id, ctx.live.update_status(writer.session_id, changes))
+    except LiveSessionGone as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, SESSION_NOT_FOUND) from e
 
 
 # -------------------------------------------------------------------------------------- reads
