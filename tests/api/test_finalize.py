@@ -6,6 +6,7 @@ api's live route, as the agent writes them."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 import numpy as np
 import pytest
@@ -21,8 +22,16 @@ BOB_OFFSET = 4.5
 
 
 @pytest.fixture
-def settings(tmp_path, any_db_url):
-    return make_settings(tmp_path, database_url=any_db_url, **live_settings())
+def settings(request, tmp_path, any_db_url):
+    """SQLite with the live store in the database (the embedded default); PostgreSQL with it in Redis
+    (production's)."""
+    extra = {}
+    if any_db_url.startswith("postgresql"):
+        prefix = request.getfixturevalue("redis_prefix")
+        extra = dict(
+            redis_url=request.getfixturevalue("redis_url"), redis_prefix=f"{prefix}{uuid.uuid4().hex[:8]}:"
+        )
+    return make_settings(tmp_path, database_url=any_db_url, **live_settings(**extra))
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +163,8 @@ def test_mix_transcript_and_finalize_twice(client, user_a, alice_audio, bob_audi
             },
         ],
     )
+    live = type(client.app.state.ctx.live).__name__
+    assert live == ("RedisLiveStore" if client.app.state.ctx.settings.redis_url else "SqlLiveStore")
     r = client.post(f"/api/v1/sessions/{sid}/finalize", json={}, headers=h)
     assert r.status_code == 200, r.text
     first = r.json()
