@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from api.llm.metrics import LLMMetrics
 from api.models import JobStatus
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -107,6 +108,7 @@ class WorkerMetrics:
         )
         self.started = Gauge("intrascribe_worker_start_time_seconds", "Worker start time (unix).", registry=r)
         self.started.set(time.time())
+        self.llm = LLMMetrics(r)  # the summary jobs' LLM calls (api/llm/metrics.py)
 
     def job_finished(self, kind: str, outcome: str, seconds: float) -> None:
         self.finished.labels(kind, outcome).inc()

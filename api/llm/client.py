@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import api.llm  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
+from api.llm import metrics as llm_metrics
 from api.llm.config import LLMConfig, ModelEntry, load_config
 from api.llm.prompts import summary_json_schema
 
@@ -178,11 +179,13 @@ class LLM:
         extra: dict[str, Any] = {}
         if not structured and any(m.json_schema for m in self.models):
             extra["response_format"] = {"type": "text"}
+        started = time.monotonic()
         try:
             resp = self.router.completion(
                 model=first, messages=messages, max_tokens=max_tokens or self.max_output_tokens, **extra
             )
         except Exception as e:  # every provider failed: LiteLLM raises the last error
+            llm_metrics.record(first, "error", time.monotonic() - started)
             tried = [m.name for m in self.models]
             log.warning("no LLM answered (tried %s): %s: %s", tried, type(e).__name__, e)
             raise LLMUnavailable(
@@ -198,18 +201,22 @@ class LLM:
         if cost is None:
             cost = litellm_module().completion_cost(completion_response=resp)
         text = resp.choices[0].message.content or ""
-        return Reply(
-            text=text,
-            model=answered.name,
-            provider=answered.model.split("/", 1)[0],
-            usage=Usage(
-                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                cost_usd=float(cost or 0.0),
-                calls=1,
-                models=[answered.name],
-            ),
+        spent = Usage(
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost_usd=float(cost or 0.0),
+            calls=1,
+            models=[answered.name],
         )
+        llm_metrics.record(
+            answered.name,
+            "ok",
+            time.monotonic() - started,
+            spent.prompt_tokens,
+            spent.completion_tokens,
+            spent.cost_usd,
+        )
+        return Reply(text=text, model=answered.name, provider=answered.model.split("/", 1)[0], usage=spent)
 
 
 _cache: dict[tuple[str, int], LLM] = {}
