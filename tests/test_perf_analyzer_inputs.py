@@ -113,7 +113,9 @@ def infer(client, model: str, inputs: dict[str, dict], entry: dict, outputs: lis
 def test_asr_entries(client):
     inputs = config_inputs(client, "asr")
     for (entry,) in requests_of("asr"):
-        out = infer(client, "asr", inputs, entry, ["TEXT", "DETECTED_LANGUAGE", "TOKEN_IDS", "TOKEN_TIMES_MS"])
+        out = infer(
+            client, "asr", inputs, entry, ["TEXT", "DETECTED_LANGUAGE", "TOKEN_IDS", "TOKEN_TIMES_MS"]
+        )
         assert out["TEXT"].shape == (1, 1) and out["DETECTED_LANGUAGE"].shape == (1, 1)
         n = out["TOKEN_IDS"].shape[1]
         assert out["TOKEN_IDS"].shape == (1, n) and out["TOKEN_TIMES_MS"].shape == (1, n, 2)
@@ -138,8 +140,14 @@ def test_vad_stream_sequences(client):
         events = []
         for i, step in enumerate(steps):
             out = infer(
-                client, "vad_stream", inputs, step, ["EVENTS"],
-                sequence_id=sequence_id, sequence_start=i == 0, sequence_end=i == len(steps) - 1,
+                client,
+                "vad_stream",
+                inputs,
+                step,
+                ["EVENTS"],
+                sequence_id=sequence_id,
+                sequence_start=i == 0,
+                sequence_end=i == len(steps) - 1,
             )["EVENTS"]
             assert out.ndim == 3 and out.shape[0] == 1 and out.shape[2] == 2
             events += out[0].tolist()
