@@ -192,3 +192,24 @@ def test_room_routes_without_livekit_are_503_and_unreachable_is_502(tmp_path, sq
         sid = c.post("/api/v1/sessions/", json={}, headers=user["headers"]).json()["id"]
         r = c.get(f"/api/v1/livekit/rooms/{room_name(uuid.UUID(sid))}/status", headers=user["headers"])
         assert r.status_code == 502, r.text
+
+
+def test_webhook_over_real_http_finalizes_after_answering(settings):
+    """Under uvicorn (as deployed) the finalize runs after the 200: poll until the session is done."""
+    import time
+
+    import httpx
+
+    from tests.api.conftest import LoopbackServer
+
+    with LoopbackServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        user = register(c)
+        sid = _recorded_session(c, user)
+        body = event("room_finished", room_name(uuid.UUID(sid)))
+        r = c.post(WEBHOOK, content=body, headers=signed(body))
+        assert r.status_code == 200 and r.json()["finalizing"] is True
+        deadline = time.monotonic() + 30
+        while not c.get(f"/api/v1/sessions/{sid}/recording", headers=user["headers"]).json()["finalized"]:
+            assert time.monotonic() < deadline, "the webhook's finalize did not run"
+            time.sleep(0.1)
+        assert c.get(f"/api/v1/sessions/{sid}", headers=user["headers"]).json()["status"] == "completed"
