@@ -16,6 +16,8 @@ every accepted write within a session; the SSE stream resumes from one.
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,15 +36,18 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db.types import JSONType, UTCDateTime, utcnow
 from api.models import Base
 
+log = logging.getLogger("api.live")
+
 ROOM_PREFIX = "intrascribe-"
 LIVE_TTL_SECONDS = 7 * 24 * 3600  # default of the LIVE_TTL_SECONDS setting
 LIVE_MAX_SEGMENTS = 20000  # default of the LIVE_MAX_SEGMENTS setting
+PURGE_INTERVAL_SECONDS = 60.0
 
 
 def room_name(session_id: uuid.UUID) -> str:
@@ -147,22 +152,21 @@ class SqlLiveStore:
         self.db = db
         self.ttl = timedelta(seconds=ttl_seconds)
         self.max_segments = max_segments
+        self._purged_at = float("-inf")
 
     def _touch(self, s, session_id: uuid.UUID) -> LiveSessionRow:
-        """The session's row, locked for this transaction, expired data dropped, activity renewed."""
+        """The session's row, locked for this transaction, activity and expiry renewed; data that
+        had expired (and was not purged yet) dropped first. Revisions keep increasing."""
         now = utcnow()
-        self._purge_expired(s, now)
         if s.get(LiveSessionRow, session_id) is None:
             try:
                 with s.begin_nested():
                     s.add(LiveSessionRow(session_id=session_id, status={}, expires_at=now + self.ttl))
             except IntegrityError:
-                pass  # created meanwhile by another writer
+                pass  # created meanwhile by another writer, or the recording session is gone
         # the UPDATE takes the row's write lock first (PostgreSQL) / the database's (SQLite)
         s.execute(
-            update(LiveSessionRow)
-            .where(LiveSessionRow.session_id == session_id)
-            .values(last_activity=now, expires_at=now + self.ttl)
+            update(LiveSessionRow).where(LiveSessionRow.session_id == session_id).values(last_activity=now)
         )
         row = s.execute(
             select(LiveSessionRow).where(LiveSessionRow.session_id == session_id).with_for_update()
@@ -170,12 +174,25 @@ class SqlLiveStore:
         if row is None:  # the recording session was deleted meanwhile (foreign key)
             raise LiveSessionGone(session_id)
         s.refresh(row)
+        if row.expires_at <= now:
+            s.execute(delete(LiveSegmentRow).where(LiveSegmentRow.session_id == session_id))
+            row.status = {}
+            row.segment_count = 0
+        row.expires_at = now + self.ttl
         return row
 
-    def _purge_expired(self, s, now: datetime) -> None:
-        expired = select(LiveSessionRow.session_id).where(LiveSessionRow.expires_at <= now)
-        s.execute(delete(LiveSegmentRow).where(LiveSegmentRow.session_id.in_(expired)))
-        s.execute(delete(LiveSessionRow).where(LiveSessionRow.expires_at <= now))
+    def _maybe_purge(self) -> None:
+        """Deletes expired sessions' live data (their segments by cascade), at most once a minute
+        per process; reads never show expired data whether or not this ran."""
+        now = time.monotonic()
+        if now - self._purged_at < PURGE_INTERVAL_SECONDS:
+            return
+        self._purged_at = now
+        try:
+            with self.db.session() as s:
+                s.execute(delete(LiveSessionRow).where(LiveSessionRow.expires_at <= utcnow()))
+        except SQLAlchemyError:
+            log.warning("purging expired live data failed (retried later)", exc_info=True)
 
     def _live_row(self, s, session_id: uuid.UUID) -> LiveSessionRow | None:
         row = s.get(LiveSessionRow, session_id)
@@ -184,6 +201,7 @@ class SqlLiveStore:
         return row
 
     def upsert_segments(self, session_id, segments):
+        self._maybe_purge()
         with self.db.session() as s:
             row = self._touch(s, session_id)
             ids = list(dict.fromkeys(str(seg["segment_id"]) for seg in segments))
@@ -247,6 +265,7 @@ class SqlLiveStore:
             return [self._out(r) for r in rows]
 
     def update_status(self, session_id, changes):
+        self._maybe_purge()
         with self.db.session() as s:
             row = self._touch(s, session_id)
             row.status = {**(row.status or {}), **{k: changes[k] for k in STATUS_FIELDS if k in changes}}

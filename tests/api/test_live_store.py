@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 import redis as redis_lib
+from sqlalchemy import func, select
 
 from api.db.session import Database
-from api.live import LiveStoreFull, RedisLiveStore, SqlLiveStore
+from api.live import LiveSegmentRow, LiveSessionRow, LiveStoreFull, RedisLiveStore, SqlLiveStore
 from api.models import RecordingSession, User
 
 
@@ -115,3 +116,19 @@ def test_the_bound_refuses_a_whole_write(make_store):
     assert [s["segment_id"] for s in store.segments(sid)] == ["a"]  # nothing of it stored
     # the same id twice in one write counts once
     assert store.upsert_segments(sid, [_seg("b", False), _seg("b")]).segment_count == 2
+
+
+def test_expired_rows_are_purged_from_the_database(sqlite_url):
+    db = Database(sqlite_url)
+    try:
+        old, other = _session(db), _session(db)
+        SqlLiveStore(db, ttl_seconds=1).upsert_segments(old, [_seg("a"), _seg("b")])
+        time.sleep(1.3)
+        SqlLiveStore(db, ttl_seconds=1).update_status(
+            other, {"recording": True}
+        )  # a new process' first write
+        with db.session() as s:
+            assert s.scalar(select(func.count()).select_from(LiveSegmentRow)) == 0
+            assert s.scalars(select(LiveSessionRow.session_id)).all() == [other]
+    finally:
+        db.dispose()
