@@ -79,7 +79,7 @@ class ApiMetrics:
             registry=r,
         )
         self.build = Info("intrascribe_build", "Version and configuration of the api.", registry=r)
-        self.llm = LLMMetrics(r)  # /api/v1/summarize and /generate-title call the LLM here (api/llm/metrics.py)
+        self.llm = LLMMetrics(r)  # the sync /summarize and /generate-title (api/llm/metrics.py)
 
     def watch_jobs(self, counts: Callable[[], tuple[dict[str, int], float | None]]) -> None:
         self.registry.register(_JobsCollector(counts))
