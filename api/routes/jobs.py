@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 import threading
 import time
@@ -21,15 +19,14 @@ from api.deps import DB, Ctx, require_scopes
 from api.jobs.store import JobStore
 from api.models import TERMINAL_JOB_STATUSES, Job, JobStatus
 from api.schemas import MAX_OFFSET, JobOut, TaskStatusOut, Text
+from api.sse import poll_sse
+from api.sse import sse_frame as _sse
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 tasks_router = APIRouter(prefix="/api/v2/tasks", tags=["jobs"])
 
 Reader = Annotated[Principal, require_scopes(Scope.JOBS_READ)]
 Writer = Annotated[Principal, require_scopes(Scope.JOBS_WRITE)]
-
-SSE_POLL_SECONDS = 0.5
-SSE_KEEPALIVE_SECONDS = 15.0
 
 
 def _owned(db, principal: Principal, job_id: uuid.UUID) -> Job:
@@ -78,15 +75,6 @@ def _cancel(db, principal: Principal, job_id: uuid.UUID) -> Job:
 def cancel_job(job_id: uuid.UUID, db: DB, principal: Writer) -> Job:
     """A queued job is cancelled at once; a running one stops at its next chunk (watch its events)."""
     return _cancel(db, principal, job_id)
-
-
-def _sse(event_id: int | None, event: str, data: dict) -> bytes:
-    lines = []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append(f"event: {event}")
-    lines.append(f"data: {json.dumps(data, separators=(',', ':'), default=str)}")
-    return ("\n".join(lines) + "\n\n").encode()
 
 
 class StreamSlots:
@@ -177,26 +165,24 @@ async def job_events(
                     return
             else:
                 after = resume_from
-            idle = 0.0
-            while time.monotonic() < deadline:
-                if await request.is_disconnected():
-                    return
-                events = await anyio.to_thread.run_sync(ctx.jobs.events_after, job_id, after)
-                for ev in events:
-                    after = ev.id
-                    yield _sse(ev.id, ev.type, ev.data)
-                    if ev.type == "status" and ev.data.get("status") in TERMINAL_JOB_STATUSES:
-                        return
+
+            def poll():
+                nonlocal after
+                events = ctx.jobs.events_after(job_id, after)
                 if events:
-                    idle = 0.0
-                    continue
-                if finished:  # resumed past the job's last event: nothing more will come
-                    return
-                await asyncio.sleep(SSE_POLL_SECONDS)
-                idle += SSE_POLL_SECONDS
-                if idle >= SSE_KEEPALIVE_SECONDS:
-                    idle = 0.0
-                    yield b": keep-alive\n\n"
+                    after = events[-1].id
+                return [(ev.id, ev.type, ev.data) for ev in events]
+
+            async for frame in poll_sse(
+                request,
+                poll,
+                deadline=deadline,
+                stop_after=lambda kind, data: kind == "status"
+                and data.get("status") in TERMINAL_JOB_STATUSES,
+                # resumed past the job's last event: nothing more will come
+                stop_when_idle=lambda: finished,
+            ):
+                yield frame
         finally:
             slots.release(principal.user_id)
 

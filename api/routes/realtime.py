@@ -3,7 +3,6 @@ JSON or Server-Sent Events. docs/interfaces.md "Live sessions" has the schemas."
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -18,8 +17,9 @@ from api.crud import sessions as crud
 from api.deps import DB, Ctx, SessionReader
 from api.live import LiveSessionGone, LiveStoreFull, room_name
 from api.live_auth import SESSION_NOT_FOUND, LiveWriter, require_user
-from api.routes.jobs import SSE_KEEPALIVE_SECONDS, SSE_POLL_SECONDS, _sse, _stream_slots
+from api.routes.jobs import _stream_slots
 from api.schemas import Text, UtcDatetime
+from api.sse import poll_sse, sse_frame
 
 router = APIRouter(prefix="/api/v1/realtime/sessions", tags=["live"])
 
@@ -250,27 +250,19 @@ async def live_events(
         )
     deadline = time.monotonic() + ctx.settings.sse_max_stream_seconds
 
-    async def stream():
+    def poll():
         nonlocal after
+        changes = ctx.live.changes_after(session_id, after)
+        if changes:
+            after = max(after, max(int(seg["revision"]) for seg in changes))
+        return [(int(seg["revision"]), "segment", seg) for seg in changes]
+
+    async def stream():
         try:
             if not resume:
-                yield _sse(snapshot.revision, "snapshot", snapshot.model_dump(mode="json"))
-            idle = 0.0
-            while time.monotonic() < deadline:
-                if await request.is_disconnected():
-                    return
-                changes = await anyio.to_thread.run_sync(ctx.live.changes_after, session_id, after)
-                for seg in changes:
-                    after = max(after, int(seg["revision"]))
-                    yield _sse(int(seg["revision"]), "segment", seg)
-                if changes:
-                    idle = 0.0
-                    continue
-                await asyncio.sleep(SSE_POLL_SECONDS)
-                idle += SSE_POLL_SECONDS
-                if idle >= SSE_KEEPALIVE_SECONDS:
-                    idle = 0.0
-                    yield b": keep-alive\n\n"
+                yield sse_frame(snapshot.revision, "snapshot", snapshot.model_dump(mode="json"))
+            async for frame in poll_sse(request, poll, deadline=deadline):
+                yield frame
         finally:
             slots.release(principal.user_id)
 
