@@ -30,6 +30,10 @@ LIVE_NOT_CONFIGURED = (
     "live sessions are not configured (set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET)"
 )
 SESSION_NOT_FOUND = "session not found"
+# OpenAPI content of the live routes' error answers ({"detail": ...})
+ERROR_CONTENT = {
+    "application/json": {"schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}}
+}
 # LiveKit's server mints agent job tokens with this participant kind and the `agent` video grant.
 AGENT_KIND = "agent"
 

@@ -28,6 +28,7 @@ from api.crud import sessions as crud
 from api.db.types import utcnow
 from api.deps import DB, Ctx, require_scopes
 from api.live import room_name
+from api.live_auth import ERROR_CONTENT as _ERR
 from api.live_auth import SESSION_NOT_FOUND, require_live, require_user, verify_job_token
 from api.models import DEFAULT_LANGUAGE, DEFAULT_SESSION_TITLE, RecordingSession, SessionStatus, User
 from api.schemas import SessionLanguage, Text
@@ -46,9 +47,6 @@ CLOSED_STATUSES = frozenset(
     }
 )
 
-_ERR = {
-    "application/json": {"schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}}
-}
 LIVE_503 = {503: {"description": "live sessions are not configured (LIVEKIT_*)", "content": _ERR}}
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from api.crud import sessions as crud
 from api.deps import DB, Ctx, SessionReader
 from api.live import LiveSessionGone, LiveStoreFull, room_name
+from api.live_auth import ERROR_CONTENT as _ERR
 from api.live_auth import SESSION_NOT_FOUND, LiveWriter, require_user
 from api.routes.jobs import _stream_slots
 from api.schemas import Text, UtcDatetime
@@ -27,9 +28,6 @@ MAX_SEGMENT_SECONDS = 86400.0
 MAX_SEGMENTS_PER_WRITE = 100
 MAX_PARTICIPANTS = 100
 
-_ERR = {
-    "application/json": {"schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}}
-}
 
 SegmentId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Identity = Annotated[Text, StringConstraints(min_length=1, max_length=256)]
