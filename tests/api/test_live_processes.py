@@ -23,6 +23,8 @@ from tests.api.conftest import JWT_SECRET, make_settings, register
 from tests.api.live_helpers import LIVE_SETTINGS, LIVEKIT_KEY, LIVEKIT_SECRET, job_token, room_of
 from tests.api.test_jobs import _iter_sse
 
+pytestmark = pytest.mark.slow  # an api subprocess per backend
+
 REPO = Path(__file__).resolve().parents[2]
 RT = "/api/v1/realtime/sessions"
 
