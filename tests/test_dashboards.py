@@ -201,7 +201,9 @@ def stack(triton, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
     fake = FakeLLM(lambda messages: _answer(), usage=(1200, 300))
     fake.__enter__()
-    llm_config = write_config(tmp / "llm.yaml", [model_entry(fake, input_cost_per_token=1e-6)])
+    llm_config = write_config(
+        tmp / "llm.yaml", [model_entry(fake, input_cost_per_token=1e-6)], timeout=120
+    )  # a loaded machine: the default 5 s made the first call time out (the job retried)
     api_dir = tmp / "api"
     api_dir.mkdir()
     with served_app(
@@ -326,6 +328,8 @@ def test_every_dashboard_expression_returns_data_on_a_real_stack(stack, triton):
         "transcribe": 1.0,
         "summarize": 1.0,
     }
+    calls = prom.query("sum by (outcome) (intrascribe_llm_requests_total)")["result"]
+    assert {r["metric"]["outcome"]: float(r["value"][1]) for r in calls} == {"ok": 1.0}
     tokens = prom.query("sum by (kind) (intrascribe_llm_tokens_total)")["result"]
     assert {r["metric"]["kind"]: float(r["value"][1]) for r in tokens} == {
         "prompt": 1200.0,
