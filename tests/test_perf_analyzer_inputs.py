@@ -39,13 +39,10 @@ def requests_of(model: str) -> list[list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def server(triton_models):
-    return triton_models(*MODELS)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    c = grpcclient.InferenceServerClient(server.ports.grpc_url)
+def client(triton):
+    """The session's tritonserver over model_repository/ as committed (shared with the other tests
+    that serve the whole repository)."""
+    c = grpcclient.InferenceServerClient(triton.ports.grpc_url)
     yield c
     c.close()
 
