@@ -19,6 +19,8 @@
 #   LLM_WAIT_SECONDS=N     how long the summary example waits for the local LLM (default 240)
 #   LLM_SERVER_CMD=cmd     serve the local LLM with this command instead of scripts/llm_server.sh
 #   RUN_STOP_GRACE_SECONDS=N  how long a stopped service may take before SIGKILL (default 20)
+#   RUN_DEMO_EMAIL / RUN_DEMO_PASSWORD  the demo login (demo@example.com / intrascribe-demo)
+#   RUN_CONFIG_HOME=dir    where the examples' CLI keeps its login (default: a temporary folder)
 #   API_PORT, DATA_DIR, LLM_PORT, TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT  ports, data
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,7 +59,7 @@ except Exception:
 repo=${INTRASCRIBE_MODEL_REPOSITORY:-model_repository}
 models=dev
 if [ -z "${INTRASCRIBE_MODEL_REPOSITORY:-}" ]; then
-  if [ -d models ] && [ "$(build_mode "$ASR_MODEL")" != real ]; then
+  if [ -n "$(ls -A models 2>/dev/null)" ] && [ "$(build_mode "$ASR_MODEL")" != real ]; then
     say "real models downloaded in models/: exporting them (make export-real) ..."
     "$PY" -m export_scripts.build real || say "exporting the real models failed (see above): serving the dev models"
   fi
