@@ -101,7 +101,9 @@ def parse_summary(raw: str) -> SummaryOut:
     if start < 0 or end <= start:
         raise ValueError("no JSON object found")
     try:
-        data = json.loads(text[start : end + 1])
+        # strict=False: a raw newline or tab inside a string (models write Markdown that way; a
+        # llama.cpp grammar lets it through) is taken as the character it is
+        data = json.loads(text[start : end + 1], strict=False)
     except json.JSONDecodeError as e:
         raise ValueError(f"invalid JSON ({e.msg} at position {e.pos})") from None
     if not isinstance(data, dict):

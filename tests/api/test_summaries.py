@@ -384,6 +384,8 @@ def test_post_processing_rules():
         and parsed.action_items[0].task == "x"
         and parsed.action_items[0].owner is None
     )
+    # a raw newline and tab inside a string (not valid strict JSON) are kept as they are
+    assert parse_summary('{"summary": "# S\n\tline", "key_points": ["a\nb"]}').summary == "# S\n\tline"
     for bad, why in (
         ("no json", "no JSON object"),
         ('{"summary": ""}', "summary"),
