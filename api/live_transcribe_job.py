@@ -31,7 +31,7 @@ from api.jobs.runner import JobContext
 from api.models import AudioFile, RecordingSession, RecordingTrack, SessionStatus, TranscriptionSource
 from api.recording import render_track
 from api.summaries import maybe_enqueue_auto_summary
-from api.transcribe_job import STT_MODEL
+from api.transcribe_job import STT_MODEL, inference_job_errors
 from speechlib.transcript import Segment, Transcript
 
 log = logging.getLogger("api.live_transcribe")
@@ -65,8 +65,6 @@ def on_session_timeline(segment: Segment, offset: float, participant: str, diari
 
 @job_kind(KIND)
 def live_transcribe(ctx: JobContext) -> dict[str, Any]:
-    from inference_client.audio import AudioDecodeError
-    from inference_client.errors import InferenceError, ModelNotFoundError, TritonUnavailableError
     from inference_client.transcription import TranscriptionOptions
 
     services = ctx.services
@@ -108,20 +106,8 @@ def live_transcribe(ctx: JobContext) -> dict[str, Any]:
                 audio = render_track(s, services.blobs, track, workdir / f"track-{i}.f32") if track else None
             if audio is None:
                 continue
-            try:
+            with inference_job_errors():
                 result = services.inference.run(lambda t, a=audio: t.transcribe(a, options, workdir=workdir))
-            except AudioDecodeError as e:
-                raise JobError(e.code, str(e)) from None
-            except TritonUnavailableError as e:
-                raise JobError(
-                    "triton_unavailable", f"Triton did not answer ({e.message}); retrying", retryable=True
-                ) from None
-            except ModelNotFoundError as e:
-                raise JobError(
-                    "model_not_found", f"Triton does not serve a model this job needs: {e}"
-                ) from None
-            except InferenceError as e:
-                raise JobError("inference_failed", f"a Triton request failed: {e}", retryable=True) from None
             segments += [
                 on_session_timeline(seg, offset, participant, diarize) for seg in result.transcript.segments
             ]

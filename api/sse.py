@@ -17,11 +17,21 @@ from typing import Any
 
 import anyio
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
 
 Event = tuple[int | None, str, dict[str, Any]]
+
+
+def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    """An event stream: no caching, no proxy buffering (nginx's X-Accel-Buffering)."""
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def sse_frame(event_id: int | None, event: str, data: dict) -> bytes:

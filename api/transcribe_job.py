@@ -29,6 +29,8 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -149,6 +151,27 @@ def _drop_partials(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextmanager
+def inference_job_errors() -> Iterator[None]:
+    """The engine's failures as a job's stable error codes: the decoder's own code, and Triton's
+    (unavailable or a failed request: retryable; a model it does not serve: not)."""
+    from inference_client.audio import AudioDecodeError
+    from inference_client.errors import InferenceError, ModelNotFoundError, TritonUnavailableError
+
+    try:
+        yield
+    except AudioDecodeError as e:
+        raise JobError(e.code, str(e)) from None
+    except TritonUnavailableError as e:
+        raise JobError(
+            "triton_unavailable", f"Triton did not answer ({e.message}); retrying", retryable=True
+        ) from None
+    except ModelNotFoundError as e:
+        raise JobError("model_not_found", f"Triton does not serve a model this job needs: {e}") from None
+    except InferenceError as e:
+        raise JobError("inference_failed", f"a Triton request failed: {e}", retryable=True) from None
+
+
 def _source_file(services: JobServices, audio: AudioFile, workdir: Path) -> Path:
     """The uploaded file on this machine: the blob's own file (local store) or a download."""
     local = services.blobs.local_file(audio.storage_path)
@@ -193,8 +216,6 @@ def _load_resume(services: JobServices, checkpoint: dict[str, Any] | None, optio
 
 @job_kind(KIND)
 def transcribe(ctx: JobContext) -> dict[str, Any]:
-    from inference_client.audio import AudioDecodeError
-    from inference_client.errors import InferenceError, ModelNotFoundError, TritonUnavailableError
     from inference_client.transcription import ChunkCheckpoint, TranscriptionOptions
 
     services = _services(ctx)
@@ -267,27 +288,18 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
     try:
         try:
             resume = _load_resume(services, ctx.checkpoint, options_key)
-            source = _source_file(services, audio, workdir)
-            result = services.inference.run(
-                lambda t: t.transcribe(
-                    source,
-                    options,
-                    workdir=workdir,
-                    progress=progress,
-                    on_checkpoint=on_checkpoint,
-                    resume=resume,
+            with inference_job_errors():
+                source = _source_file(services, audio, workdir)
+                result = services.inference.run(
+                    lambda t: t.transcribe(
+                        source,
+                        options,
+                        workdir=workdir,
+                        progress=progress,
+                        on_checkpoint=on_checkpoint,
+                        resume=resume,
+                    )
                 )
-            )
-        except AudioDecodeError as e:
-            raise JobError(e.code, str(e)) from None
-        except TritonUnavailableError as e:
-            raise JobError(
-                "triton_unavailable", f"Triton did not answer ({e.message}); retrying", retryable=True
-            ) from None
-        except ModelNotFoundError as e:
-            raise JobError("model_not_found", f"Triton does not serve a model this job needs: {e}") from None
-        except InferenceError as e:
-            raise JobError("inference_failed", f"a Triton request failed: {e}", retryable=True) from None
         except ValueError as e:  # options were checked above: what is left is the input's
             raise JobError("transcription_failed", str(e)) from None
     except JobError as e:

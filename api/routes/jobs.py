@@ -19,7 +19,7 @@ from api.deps import DB, Ctx, require_scopes
 from api.jobs.store import JobStore
 from api.models import TERMINAL_JOB_STATUSES, Job, JobStatus
 from api.schemas import MAX_OFFSET, JobOut, TaskStatusOut, Text
-from api.sse import poll_sse
+from api.sse import poll_sse, sse_response
 from api.sse import sse_frame as _sse
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -108,6 +108,19 @@ def _stream_slots(ctx) -> StreamSlots:
     return slots
 
 
+def acquire_stream_slot(ctx, user_id: uuid.UUID) -> StreamSlots:
+    """One of the user's SSE_MAX_STREAMS_PER_USER event streams (job or live), or 429 + Retry-After.
+    The caller releases it (``slots.release(user_id)``) when its stream ends."""
+    slots = _stream_slots(ctx)
+    if not slots.acquire(user_id):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many open event streams (limit {slots.per_user}); close one",
+            headers={"Retry-After": "5"},
+        )
+    return slots
+
+
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -146,13 +159,7 @@ async def job_events(
     resume_from: int | None = None
     if last_event_id is not None and _EVENT_ID.match(last_event_id.strip()):
         resume_from = min(int(last_event_id.strip()), last_id)
-    slots = _stream_slots(ctx)
-    if not slots.acquire(principal.user_id):
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many open event streams (limit {slots.per_user}); close one",
-            headers={"Retry-After": "5"},
-        )
+    slots = acquire_stream_slot(ctx, principal.user_id)
     deadline = time.monotonic() + ctx.settings.sse_max_stream_seconds
     finished = snapshot["status"] in TERMINAL_JOB_STATUSES
 
@@ -186,11 +193,7 @@ async def job_events(
         finally:
             slots.release(principal.user_id)
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(stream())
 
 
 # ------------------------------------------------------------------------------ original alias

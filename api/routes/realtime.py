@@ -18,9 +18,9 @@ from api.deps import DB, Ctx, SessionReader
 from api.live import LiveSessionGone, LiveStoreFull, room_name
 from api.live_auth import ERROR_CONTENT as _ERR
 from api.live_auth import SESSION_NOT_FOUND, LiveWriter, require_user
-from api.routes.jobs import _stream_slots
+from api.routes.jobs import acquire_stream_slot
 from api.schemas import Text, UtcDatetime
-from api.sse import poll_sse, sse_frame
+from api.sse import poll_sse, sse_frame, sse_response
 
 router = APIRouter(prefix="/api/v1/realtime/sessions", tags=["live"])
 
@@ -239,13 +239,7 @@ async def live_events(
     resume = last_event_id is not None and _EVENT_ID.match(last_event_id.strip())
     if resume:  # an id beyond the newest revision resumes from the newest
         after = min(int(last_event_id.strip()), snapshot.revision)
-    slots = _stream_slots(ctx)
-    if not slots.acquire(principal.user_id):
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many open event streams (limit {slots.per_user}); close one",
-            headers={"Retry-After": "5"},
-        )
+    slots = acquire_stream_slot(ctx, principal.user_id)
     deadline = time.monotonic() + ctx.settings.sse_max_stream_seconds
 
     def poll():
@@ -264,8 +258,4 @@ async def live_events(
         finally:
             slots.release(principal.user_id)
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(stream())
