@@ -180,7 +180,8 @@ class Preferences(BaseModel):
 
     default_language: str = DEFAULT_LANGUAGE
     default_template_id: uuid.UUID | None = None
-    auto_summary: bool = False
+    # None: not set by the user, AUTO_SUMMARY_DEFAULT applies (api.summaries.auto_summary_wanted)
+    auto_summary: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -191,7 +192,7 @@ class Preferences(BaseModel):
         lang = data.get("default_language")
         if not isinstance(lang, str) or not _LANGUAGE.match(lang):
             data.pop("default_language", None)
-        if not isinstance(data.get("auto_summary", False), bool):
+        if not isinstance(data.get("auto_summary", False), bool | None):
             data.pop("auto_summary", None)
         try:
             if data.get("default_template_id") is not None:

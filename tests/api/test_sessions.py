@@ -82,6 +82,25 @@ def test_defaults_come_from_preferences(api):
     assert client.post(S, json={}, headers=a["headers"]).json()["language"] == "yue"
 
 
+def test_auto_summary_stays_unset_until_the_user_sets_it(api):
+    """Saving another preference must not write auto_summary=false: unset, AUTO_SUMMARY_DEFAULT decides."""
+    from api.models import User
+    from api.summaries import auto_summary_wanted
+
+    client, ctx = api
+    a = register(client)
+    r = client.put("/api/v1/users/preferences", json={"default_language": "yue"}, headers=a["headers"])
+    assert r.status_code == 200, r.text
+    assert r.json()["preferences"]["auto_summary"] is None
+    with ctx.db.session() as s:
+        user = s.get(User, a["id"])
+        assert auto_summary_wanted(user, True) is True and auto_summary_wanted(user, False) is False
+    r = client.put("/api/v1/users/preferences", json={"auto_summary": False}, headers=a["headers"])
+    assert r.json()["preferences"]["auto_summary"] is False
+    with ctx.db.session() as s:
+        assert auto_summary_wanted(s.get(User, a["id"]), True) is False
+
+
 def test_templates_must_be_visible(api):
     client, ctx = api
     a = register(client)
