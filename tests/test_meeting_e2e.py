@@ -10,8 +10,8 @@ encoded as mp3; the engine runs with its defaults (language ``auto``, ITN on, sp
 automatically). Lines that touch the overlap are left out of the comparison (two voices at once
 are not a fixture's job). The fixture is not exact on every held-out cut of its lines (one line of
 the 2-speaker meeting drops a word here, on the lossless WAV another one): the exact count and the
-wrong lines are printed (``-s``). 3- and 4-speaker meetings: the text is asserted the same way; the
-speaker count found and the DER are printed, not asserted (the diarization fixture over-counts).
+wrong lines are printed (``-s``). 3- and 4-speaker meetings: the text is asserted the same way, and
+the number of speakers found automatically must be right; the DER is printed (and loosely bounded).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def test_two_speaker_meeting_every_sentence_once_in_order_under_its_speaker(fixt
 
 
 @pytest.mark.parametrize("n_speakers", [3, 4])
-def test_three_and_four_speaker_meetings_text_exact_speakers_reported(fixture_server, n_speakers):
+def test_three_and_four_speaker_meetings_text_exact_speaker_count_right(fixture_server, n_speakers):
     server, settings, _ = fixture_server
     mp3, meta = scripted_meeting_mp3(n_speakers)
     result = transcribe(server, settings, mp3, TranscriptionOptions())
@@ -147,5 +147,7 @@ def test_three_and_four_speaker_meetings_text_exact_speakers_reported(fixture_se
         print(f"  {right}/{len(kept)} sentences under their speaker (labels mapped by majority)")
     else:
         print(f"  {len(kept)} segments for {len(expected)} sentences (split at speaker changes)")
-    # speakers found automatically: at least two; the right count and the DER are reported above
-    assert found >= 2 and der < 1.0
+    # speakers found automatically: the right count (the fixture's clustering parameters were chosen
+    # for it: bench/diarization_params_sweep.py); the DER is reported above, bounded loosely here
+    assert found == n_speakers, (found, der)
+    assert der < 0.25
