@@ -38,16 +38,76 @@ def speech_repository(dest: Path) -> tuple[Path, Path]:
     return dest, artifacts
 
 
-TEXTS = ["the meeting starts at nine", "Please send me the slides."]
+TEXTS: list[str] = []
 """Two of the ASR fixture's English clips that it transcribes exactly under VAD's margins with ITN on,
-as these routes transcribe (checked for silences of 0.5-2 s around them; with ITN on, the fixture
-drops the first word of some clips it learned without ITN, e.g. "thank you for listening")."""
+as these routes transcribe: filled in place by the first :func:`speech` call (:func:`exact_clips`).
+Which clips those are depends on the fixture's build: its training is not bit-reproducible across
+machines (CPU kernels), and with ITN on it drops the first word of some clips it learned without ITN
+("the meeting starts at nine" on one build, "thank you for listening" on another). The expected text
+is always the clip's label, never the model's output."""
+
+PROBE_GAPS_S = ([0.5, 0.5], [0.8, 1.0], [1.5, 1.5], [2.0, 0.8], [1.0, 2.0])
+
+
+def exact_clips(n: int = 2) -> list[str]:
+    """The first ``n`` English fixture clips (in the fixture's order) that come out exactly as their
+    label through VAD + ASR with ITN on, language ``auto`` and ``en``, alone between silences of every
+    :data:`PROBE_GAPS_S` (the
+    library's :class:`Transcriber` on a tritonserver of vad + asr started for this). Fails the test
+    when fewer qualify: the fixture or the engine is broken."""
+    import asyncio
+    import tempfile
+
+    import pytest
+
+    from inference_client import TritonClient
+    from inference_client.transcription import Transcriber, TranscriptionOptions
+    from serving.launcher import TritonServer
+
+    if len(TEXTS) >= n:
+        return TEXTS[:n]
+    clips = fixture_clips()
+    english = [t for t in clips if t.isascii()]
+    options = [TranscriptionOptions(language=lang, use_itn=True, diarize=False) for lang in ("auto", "en")]
+    found: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        repo.mkdir()
+        for model in (VAD.NAME, ASR.NAME):
+            shutil.copytree(
+                MODEL_REPOSITORY / model, repo / model, ignore=shutil.ignore_patterns("__pycache__")
+            )
+
+        async def probe(url: str) -> None:
+            async with TritonClient(url) as client:
+                transcriber = Transcriber(client, diarization_settings=None)
+                for text in english:
+                    exact = True
+                    for k, gaps in enumerate(PROBE_GAPS_S):
+                        path = Path(tmp) / f"probe-{k}.wav"
+                        path.write_bytes(wav_bytes(lay_out([clips[text]], gaps)[0]))
+                        for option in options:
+                            result = await transcriber.transcribe(path, option)
+                            exact = exact and " ".join(s.text for s in result.transcript.segments) == text
+                    if exact:
+                        found.append(text)
+                        if len(found) == n:
+                            return
+
+        with TritonServer(repo) as server:
+            asyncio.run(probe(server.ports.grpc_url))
+    if len(found) < n:
+        pytest.fail(
+            f"the ASR fixture transcribes only {found} of its English clips {english} exactly with ITN on"
+        )
+    TEXTS[:] = found
+    return TEXTS[:n]
 
 
 def speech(gaps_s: list[float]) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """The :data:`TEXTS` clips laid out with these silences (:func:`lay_out`)."""
+    """The :data:`TEXTS` clips (:func:`exact_clips`) laid out with these silences (:func:`lay_out`)."""
     clips = fixture_clips()
-    return lay_out([clips[t] for t in TEXTS], gaps_s)
+    return lay_out([clips[t] for t in exact_clips()], gaps_s)
 
 
 def fixture_clips() -> dict[str, np.ndarray]:
