@@ -36,7 +36,7 @@ export-real: env-serve ## export the downloaded real models (models/) into model
 triton: models ## serve model_repository/ on 127.0.0.1:8100 (HTTP) 8101 (gRPC) 8102 (metrics)
 	@$(SERVE_PY) -m serving.launcher
 
-run: models ## serve the trained fixtures (Triton + api), show example calls, transcribe a synthetic meeting via the batch endpoint
+run: models ## start Triton, the api + worker and the local LLM on 127.0.0.1 (real models if exported, else the dev fixtures), run the examples: a meeting transcribed and summarised; Ctrl-C stops all
 	@scripts/run.sh
 
 test: ## the whole suite, as CI runs it (installs what a fresh machine lacks, prints a timing table)

@@ -91,7 +91,6 @@ def blob_path(user_id: uuid.UUID, session_id: uuid.UUID, file_id: uuid.UUID, ext
     return f"{user_id}/{session_id}/{file_id}.{ext}"
 
 
-
 def chunk_path(
     user_id: uuid.UUID, session_id: uuid.UUID, track_id: uuid.UUID, seq: int, sha256: str, ext: str = "ogg"
 ) -> str:
@@ -103,6 +102,7 @@ def chunk_path(
         raise ValueError("seq must be >= 0")
     ext = "".join(c for c in ext.lower() if c.isalnum())[:10] or "bin"
     return f"{user_id}/{session_id}/recording/{track_id}/{seq:08d}-{sha256[:16]}.{ext}"
+
 
 class BlobStore(Protocol):
     backend: str

@@ -441,7 +441,6 @@ class JobEvent(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
-
 class RecordingTrack(Base):
     """One participant's continuous recording in a live session (0007). ``offset_seconds``: where
     the participant's chunk 0 starts on the session's timeline (seconds from the session start),
@@ -488,6 +487,7 @@ class RecordingChunk(Base):
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     duration_seconds: Mapped[float] = mapped_column(Float, nullable=False)
     created_at: Mapped[datetime] = _created_at()
+
 
 # Tables a user owns directly (user_id column) and those owned through their session.
 USER_OWNED_TABLES = ("recording_sessions", "audio_files", "api_keys", "jobs")

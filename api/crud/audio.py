@@ -205,12 +205,16 @@ def tracks_of_session(s: Session, session_id: uuid.UUID) -> list[RecordingTrack]
 
 
 def get_chunk(s: Session, track_id: uuid.UUID, seq: int) -> RecordingChunk | None:
-    return s.scalar(select(RecordingChunk).where(RecordingChunk.track_id == track_id, RecordingChunk.seq == seq))
+    return s.scalar(
+        select(RecordingChunk).where(RecordingChunk.track_id == track_id, RecordingChunk.seq == seq)
+    )
 
 
 def chunks_of_track(s: Session, track_id: uuid.UUID) -> list[RecordingChunk]:
     return list(
-        s.scalars(select(RecordingChunk).where(RecordingChunk.track_id == track_id).order_by(RecordingChunk.seq))
+        s.scalars(
+            select(RecordingChunk).where(RecordingChunk.track_id == track_id).order_by(RecordingChunk.seq)
+        )
     )
 
 

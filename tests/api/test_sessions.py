@@ -224,7 +224,9 @@ def test_delete_session_removes_everything(api):
         queued = JobStore.create(s, "sleep_chunks", {}, user_id=a["id"], session_id=sid_u).id
         running = JobStore.create(s, "sleep_chunks", {}, user_id=a["id"], session_id=sid_u).id
     assert ctx.jobs.claim(running, "w")
-    ctx.live.upsert_segments(sid_u, [{"segment_id": "s0", "text": "live", "start_time": 0.0, "end_time": 1.0}])
+    ctx.live.upsert_segments(
+        sid_u, [{"segment_id": "s0", "text": "live", "start_time": 0.0, "end_time": 1.0}]
+    )
     ctx.live.update_status(sid_u, {"recording": True})
     assert ctx.live.segments(sid_u) and ctx.live.status(sid_u)["recording"] is True
 
