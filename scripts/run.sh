@@ -411,5 +411,8 @@ while :; do
       exit 1
     fi
   done
-  sleep 1
+  # in the background + `wait`: bash runs the INT/TERM trap at once while in `wait`, whereas a signal
+  # that arrives during a foreground command is acted on (or not) only when that command ends
+  sleep 1 &
+  wait $! 2>/dev/null || true
 done
