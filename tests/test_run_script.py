@@ -116,6 +116,10 @@ def test_examples_only_exit_0_with_transcript_srt_and_summary(tmp_path):
     assert not marked(mark), marked(mark)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_ready_block_pastes_and_sigint_leaves_no_process(tmp_path):
     mark = uuid.uuid4().hex
     env = run_env(tmp_path, mark, RUN_EXAMPLES="0", RUN_STOP_GRACE_SECONDS="3")
@@ -131,6 +135,11 @@ def test_serve_ready_block_pastes_and_sigint_leaves_no_process(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # as from a terminal: SIGINT at its default. A test run started with SIGINT ignored (a
+        # background job of a non-interactive shell, as CI's `bash .ci/run` can be) passes that on, and
+        # bash cannot trap a signal ignored at its start: SIGINT would never reach run.sh's trap
+        # (reproduced: the test hung 120 s under `trap '' INT`, passes with this).
+        preexec_fn=_sigint_default,
     )
     lines: list[str] = []
     ready = threading.Event()
