@@ -71,12 +71,7 @@ def exact_clips(n: int = 2) -> list[str]:
     options = [TranscriptionOptions(language=lang, use_itn=True, diarize=False) for lang in ("auto", "en")]
     found: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        repo.mkdir()
-        for model in (VAD.NAME, ASR.NAME):
-            shutil.copytree(
-                MODEL_REPOSITORY / model, repo / model, ignore=shutil.ignore_patterns("__pycache__")
-            )
+        repo, _ = speech_repository(Path(tmp) / "repo")  # vad + asr (and the unused diarization)
 
         async def probe(url: str) -> None:
             async with TritonClient(url) as client:
