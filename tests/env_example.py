@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from agent.config import AgentSettings
 from api.core.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,10 +20,11 @@ ENV_EXAMPLE = REPO / ".env.example"
 COMPOSE_ONLY_MARKER = "# COMPOSE-ONLY:"
 # read by python -m api (uvicorn's host and port, api/__main__.py), not by a settings class
 SERVER_ONLY = frozenset({"API_HOST", "API_PORT"})
-# Every settings class of the project (api and worker share api.core.config.Settings; the LLM's only
+# Every settings class of the project (api and worker share api.core.config.Settings, the agent has
+# agent.config.AgentSettings; the LLM's only
 # setting is LLM_CONFIG there, its provider keys are compose-only). A new BaseSettings class in the
 # packages must be added here (tests/api/test_settings_and_scripts.py checks).
-SETTINGS_CLASSES = {"api.core.config:Settings": Settings}
+SETTINGS_CLASSES = {"api.core.config:Settings": Settings, "agent.config:AgentSettings": AgentSettings}
 
 
 def sections() -> tuple[dict[str, str | None], dict[str, str | None]]:
