@@ -16,7 +16,7 @@ Work happens off ``push()``: a task cuts and encodes (PyAV's libopus in an Ogg c
 thread), another uploads in seq order with retries. A chunk's bytes are kept until the api stored
 them, and a retry sends the very same bytes (Ogg streams carry a random serial number: re-encoding
 would be a 409 ``chunk_conflict``). Memory is bounded: at most ``max_pending_chunks`` encoded chunks
-wait (past it the oldest is dropped: ``RECORDING_CHUNKS{result="failed"}``), and while the
+wait (past it the oldest but the one being sent is dropped: ``RECORDING_CHUNKS{result="failed"}``), and while the
 participant's place on the timeline is still unknown (the api unreachable at the start) at most
 ``max_raw_seconds`` of samples (past it the oldest are dropped: ``DROPPED_SECONDS``; their time
 becomes silence, the rest keeps its place).
@@ -126,6 +126,7 @@ class TrackRecorder:
         self._filled = 0  # highest written position + 1 within the chunk
         # encoded chunks not yet stored, by seq
         self._pending: dict[int, bytes] = {}
+        self._uploading: int | None = None  # the seq being sent (never dropped for room)
         self._pending_event = asyncio.Event()
         self._closing = False
         self._recording = recording
@@ -263,8 +264,8 @@ class TrackRecorder:
         self.stats.seconds_encoded += samples.size / SAMPLE_RATE
         self.stats.encode_cpu_s += cpu
         self._pending[seq] = data
-        while len(self._pending) > self.max_pending_chunks:
-            oldest = min(self._pending)
+        while len(self._pending) > self.max_pending_chunks:  # drop the oldest (not the one in flight)
+            oldest = min(s for s in self._pending if s != self._uploading)
             del self._pending[oldest]
             self._failed(oldest, "too many chunks wait for the api")
         self._pending_event.set()
@@ -290,6 +291,7 @@ class TrackRecorder:
                 continue
             seq = min(self._pending)
             data = self._pending[seq]
+            self._uploading = seq
             try:
                 await self.api.put_chunk(self.participant, seq, data, self._send_offset)
             except ApiUnavailableError as e:
@@ -302,12 +304,12 @@ class TrackRecorder:
                 self._pending.clear()
                 return
             except ApiRejectedError as e:
-                if self._pending.get(seq) is data:
-                    del self._pending[seq]
+                del self._pending[seq]
                 self._failed(seq, str(e))
                 continue
-            if self._pending.get(seq) is data:
-                del self._pending[seq]
+            finally:
+                self._uploading = None
+            del self._pending[seq]
             self.stats.stored += 1
             self.stats.stored_seqs.append(seq)
             metrics.RECORDING_CHUNKS.labels("stored").inc()

@@ -205,3 +205,57 @@ def test_rejected_calls_are_not_retried(api):
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_401_re_exchanges_the_job_token(tmp_path):
+    """The api restarts with another token issuer: the agent token it holds is refused (401) on the
+    next call; the client exchanges its job token again, once, and the call goes through."""
+    settings = live_api_settings(tmp_path)
+    with RestartableApi(settings) as users_api:
+        live = live_session(users_api.url)
+        agent_api = RestartableApi(settings)
+        with agent_api:
+
+            async def main():
+                client = AgentApiClient(agent_api.url, live.job_token, **FAST_RETRIES)
+                first = await client.start()
+                await asyncio.to_thread(agent_api.stop)
+                agent_api.settings = settings.model_copy(update={"jwt_issuer": "intrascribe-rotated"})
+                await asyncio.to_thread(agent_api.start)
+                before = (api_errors("status"), api_errors("token"))
+                status = await client.patch_status(recording=True)
+                assert status["recording"] is True
+                assert (api_errors("status"), api_errors("token")) == (before[0] + 1, before[1])
+                assert client.token is not None and client.token.access_token != first.access_token
+                await client.aclose()
+
+            asyncio.run(main())
+
+
+def test_pending_segments_are_bounded_finals_kept(api):
+    """While the api is away at most ``max_pending`` segment ids wait: the oldest interims go first,
+    finals stay."""
+    live = live_session(api.url)
+
+    async def main():
+        client = AgentApiClient(api.url, live.job_token, **FAST_RETRIES)
+        await client.start()
+        publisher = ApiSegmentPublisher(client, max_pending=5, close_timeout=30)
+        await asyncio.to_thread(api.stop)
+        await publisher.publish(seg("f0", "In flight.", final=True, start=0.0))
+        await asyncio.sleep(0.3)  # the sender holds f0 and retries
+        dropped_before = api_errors("segments_dropped")
+        for i in range(1, 4):
+            await publisher.publish(seg(f"i{i}", f"interim {i}", final=False, start=i))
+        for i in range(1, 5):
+            await publisher.publish(seg(f"f{i}", f"Final {i}.", final=True, start=10.0 + i))
+        await publisher.publish(seg("i4", "interim 4", final=False, start=20.0))  # the oldest interim (i3) goes
+        assert publisher.pending == 5 and publisher.dropped == 3
+        assert api_errors("segments_dropped") == dropped_before + 3
+        await asyncio.to_thread(api.start)
+        await publisher.aclose()
+        await client.aclose()
+
+    asyncio.run(main())
+    stored = {s["segment_id"]: s["is_final"] for s in live.transcription()}
+    assert stored == {"f0": True, "f1": True, "f2": True, "f3": True, "f4": True, "i4": False}

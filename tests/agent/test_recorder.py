@@ -11,6 +11,7 @@ import io
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from agent.api_client import AgentApiClient
 from agent.recorder import TrackRecorder, encode_ogg_opus
@@ -186,3 +187,46 @@ def test_rejoin_continues_numbering_from_session_time(api, talk):
     loud = envelope(mix) > 1e-3
     assert not loud[125:195].any()  # 12.5-19.5 s: between the tracks (and before chunk 2's speech)
     assert loud[255:300].any() and loud[400:420].any()  # the second track, and the third one's chunk 4
+
+
+def test_unsent_chunks_are_bounded(api, talk):
+    """The api is away for the whole track: at most ``max_pending_chunks`` encoded chunks wait; the
+    oldest but the one being sent are dropped (counted), the rest is stored when it returns."""
+    live = live_session(api.url)
+    audio = np.concatenate([talk, talk])  # 50.4 s: chunks 0-4 whole, 5 of 0.4 s
+
+    def failed() -> float:
+        return (
+            REGISTRY.get_sample_value("intrascribe_agent_recording_chunks_total", {"result": "failed"}) or 0.0
+        )
+
+    async def main():
+        client = AgentApiClient(api.url, live.job_token, **FAST_RETRIES)
+        await client.start()
+        await asyncio.to_thread(api.stop)
+        failed_before = failed()
+        recorder = TrackRecorder(
+            client,
+            "u-dave",
+            chunk_seconds=10.0,
+            offset_s=0.0,
+            recording={"participants": []},  # known to be new: no listing needed
+            max_pending_chunks=2,
+            retry_pause_s=0.2,
+        )
+        await push_frames(recorder, audio)
+        await wait_for(lambda: recorder.stats.encoded == 5)
+        # chunk 0 is being sent (retried): 1, 2, 3 made room for the newer ones
+        assert recorder.pending_chunks == 2 and recorder.stats.failed == 3
+        assert failed() == failed_before + 3
+        await asyncio.to_thread(api.start)
+        await recorder.aclose()  # chunk 5 (0.4 s) pushes chunk 4 out unless 0 was stored by then
+        assert recorder.stats.stored + recorder.stats.failed == 6
+        await client.aclose()
+        return recorder.stats
+
+    stats = asyncio.run(main())
+    track = track_of(live.recording(), "u-dave")
+    assert track["seqs"] == sorted(stats.stored_seqs) and track["seqs"][0] == 0 and track["seqs"][-1] == 5
+    assert track["missing"] == [s for s in range(6) if s not in track["seqs"]]
+    assert track["offset_seconds"] == 0.0
