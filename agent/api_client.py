@@ -152,14 +152,37 @@ class AgentApiClient:
         self._closed = False
         self._renewer: asyncio.Task | None = None
         self._exchange_lock = asyncio.Lock()
+        self._starting = False
+        self._ready = asyncio.Event()  # start() ended (self.token set, or _start_error)
+        self._start_error: BaseException | None = None
 
     # ------------------------------------------------------------------ token
-    async def start(self) -> AgentToken:
+    async def start(self, *, wait: bool = False) -> AgentToken:
         """Exchange the job token for an agent session token and schedule its renewal. Raises
-        :class:`AgentAuthError` when the api refuses the job token, :class:`ApiUnavailableError`
-        when it cannot be reached."""
-        token = await self._exchange(self._job_token)
+        :class:`AgentAuthError` when the api refuses the job token; when it cannot be reached,
+        :class:`ApiUnavailableError`, or with ``wait`` it tries again (backoff up to
+        ``retry_max_wait``) until it answers or the client is closed. Calls made meanwhile (from
+        another task: a publisher, a recorder) wait for it."""
+        self._starting = True
+        pause = self.retry_min_wait
+        try:
+            while True:
+                try:
+                    token = await self._exchange(self._job_token)
+                    break
+                except ApiUnavailableError as e:
+                    if not wait:
+                        raise
+                    log.warning("%s; trying again in %.1f s", e, pause)
+                await self._sleep(pause)
+                pause = min(max(pause * 2, 0.5), self.retry_max_wait)
+        except BaseException as e:
+            self._start_error = e
+            self._ready.set()  # waiting calls raise it
+            raise
         self.session_id, self.identity = token.session_id, token.identity
+        self._start_error = None
+        self._ready.set()
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew_loop(), name="agent-token-renewal")
         return token
@@ -237,7 +260,7 @@ class AgentApiClient:
         for i in range(0, len(segments), MAX_SEGMENTS_PER_REQUEST):
             body = {"segments": [s.to_api() for s in segments[i : i + MAX_SEGMENTS_PER_REQUEST]]}
             out = await self._until_closed(
-                "segments", "POST", f"/api/v1/realtime/sessions/{self.session_id}/segments", json=body
+                "segments", "POST", "/api/v1/realtime/sessions/{sid}/segments", json=body
             )
         return out
 
@@ -250,16 +273,14 @@ class AgentApiClient:
             body["recording"] = recording
         if participants is not None:
             body["participants"] = participants
-        response = await self._request(
-            "status", "PATCH", f"/api/v1/realtime/sessions/{self.session_id}/status", json=body
-        )
+        response = await self._request("status", "PATCH", "/api/v1/realtime/sessions/{sid}/status", json=body)
         return response.json()
 
     async def put_chunk(self, participant: str, seq: int, data: bytes, offset_s: float | None) -> dict:
         """PUT .../recording/{participant}/{seq}[?offset=] with the chunk's exact bytes (201 stored,
         200 stored before: the same bytes again are harmless)."""
         params = {"offset": f"{max(0.0, offset_s):.3f}"} if offset_s is not None else None
-        path = f"/api/v1/sessions/{self.session_id}/recording/{quote(participant, safe='')}/{int(seq)}"
+        path = f"/api/v1/sessions/{{sid}}/recording/{quote(participant, safe='')}/{int(seq)}"
         response = await self._request(
             "chunk", "PUT", path, content=data, params=params, headers={"Content-Type": "audio/ogg"}
         )
@@ -267,7 +288,7 @@ class AgentApiClient:
 
     async def get_recording(self) -> dict:
         """GET .../recording: chunk_seconds, and each participant's offset, seqs, missing, next_seq."""
-        response = await self._request("recording", "GET", f"/api/v1/sessions/{self.session_id}/recording")
+        response = await self._request("recording", "GET", "/api/v1/sessions/{sid}/recording")
         return response.json()
 
     async def finalize(self, retranscribe: bool = False) -> dict | None:
@@ -277,7 +298,7 @@ class AgentApiClient:
             response = await self._request(
                 "finalize",
                 "POST",
-                f"/api/v1/sessions/{self.session_id}/finalize",
+                "/api/v1/sessions/{sid}/finalize",
                 json={"retranscribe": retranscribe},
                 timeout=httpx.Timeout(600.0, connect=10.0),  # it runs in the request (docs)
             )
@@ -290,6 +311,7 @@ class AgentApiClient:
     async def aclose(self) -> None:
         """Stop renewing and close the connections; pending calls raise :class:`ApiClosedError`."""
         self._closed = True
+        self._ready.set()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -303,9 +325,11 @@ class AgentApiClient:
 
     # ------------------------------------------------------------------ plumbing
     async def _request(self, operation: str, method: str, path: str, **kw) -> httpx.Response:
-        """One live-write call with the agent token (bounded retries, one re-exchange on 401)."""
+        """One live-write call with the agent token (bounded retries, one re-exchange on 401).
+        ``path`` names the session as ``{sid}`` (known once started)."""
         if self.token is None:
-            raise AgentApiError(operation, "start() the client first")
+            await self._wait_started(operation)
+        path = path.format(sid=self.session_id)
         headers = dict(kw.pop("headers", None) or {})
 
         async def call() -> httpx.Response:
@@ -321,6 +345,20 @@ class AgentApiClient:
             return response
 
         return await self._send(operation, call, reauth=True)
+
+    async def _wait_started(self, operation: str) -> None:
+        if not self._starting:
+            raise AgentApiError(operation, "start() the client first")
+        await self._ready.wait()
+        if self._closed:
+            raise ApiClosedError(operation, "the api client is closed")
+        if self.token is None:
+            error = self._start_error
+            if isinstance(error, AgentApiError):
+                raise type(error)(
+                    operation, f"the client did not start: {error}", error.status_code, error.detail
+                )
+            raise AgentApiError(operation, f"the client did not start: {error!r}")
 
     async def _until_closed(self, operation: str, method: str, path: str, **kw) -> dict:
         """:meth:`_request`, again and again while the api is unavailable, until it answers or the

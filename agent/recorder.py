@@ -137,7 +137,8 @@ class TrackRecorder:
     async def push(self, samples: np.ndarray) -> None:
         """16 kHz mono float32 samples of the track, in order. Returns at once (no network)."""
         if self._closing:
-            raise RuntimeError("push() after aclose()")
+            log.warning("recording of %s: audio pushed after aclose() is not recorded", self.participant)
+            return
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not x.size:
             return

@@ -118,3 +118,19 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         body = await request.aread()
         self.sent.append((request.method, request.url.path, body))
         return await super().handle_async_request(request)
+
+
+class FlakyProxyTransport(httpx.AsyncHTTPTransport):
+    """Real HTTP behind a proxy that answers the next ``failures`` requests itself with ``status``
+    (a load balancer's 503 during a deploy, a 429 from a rate limiter); the rest reach the api."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.failures: list[int] = []  # statuses still to answer, first first
+        self.answered = 0  # requests the api itself answered
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.failures:
+            return httpx.Response(self.failures.pop(0), json={"detail": "proxy says no"}, request=request)
+        self.answered += 1
+        return await super().handle_async_request(request)

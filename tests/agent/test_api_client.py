@@ -12,9 +12,22 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from agent.api_client import AgentApiClient, AgentAuthError, ApiRejectedError, ApiSegmentPublisher
+from agent.api_client import (
+    AgentApiClient,
+    AgentApiError,
+    AgentAuthError,
+    ApiRejectedError,
+    ApiSegmentPublisher,
+    ApiUnavailableError,
+)
 from agent.segments import LiveSegment
-from tests.agent.api_helpers import CountingTransport, RestartableApi, live_api_settings, live_session
+from tests.agent.api_helpers import (
+    CountingTransport,
+    FlakyProxyTransport,
+    RestartableApi,
+    live_api_settings,
+    live_session,
+)
 from tests.api.live_helpers import LIVEKIT_SECRET, job_token
 
 FAST_RETRIES = dict(retry_attempts=3, retry_min_wait=0.05, retry_max_wait=0.5)
@@ -249,7 +262,9 @@ def test_pending_segments_are_bounded_finals_kept(api):
             await publisher.publish(seg(f"i{i}", f"interim {i}", final=False, start=i))
         for i in range(1, 5):
             await publisher.publish(seg(f"f{i}", f"Final {i}.", final=True, start=10.0 + i))
-        await publisher.publish(seg("i4", "interim 4", final=False, start=20.0))  # the oldest interim (i3) goes
+        await publisher.publish(
+            seg("i4", "interim 4", final=False, start=20.0)
+        )  # the oldest interim (i3) goes
         assert publisher.pending == 5 and publisher.dropped == 3
         assert api_errors("segments_dropped") == dropped_before + 3
         await asyncio.to_thread(api.start)
@@ -259,3 +274,57 @@ def test_pending_segments_are_bounded_finals_kept(api):
     asyncio.run(main())
     stored = {s["segment_id"]: s["is_final"] for s in live.transcription()}
     assert stored == {"f0": True, "f1": True, "f2": True, "f3": True, "f4": True, "i4": False}
+
+
+def test_transient_answers_are_retried_a_bounded_number_of_times(api):
+    """5xx, 408 and 429 (from a proxy in front of the api) are retried with backoff; past the
+    attempts the call raises ApiUnavailableError naming the status."""
+    live = live_session(api.url)
+    proxy = FlakyProxyTransport()
+
+    async def main():
+        client = AgentApiClient(api.url, live.job_token, transport=proxy, **FAST_RETRIES)  # 3 attempts
+        proxy.failures = [503, 429]
+        await client.start()
+        assert proxy.answered == 1
+        before = api_errors("status")
+        proxy.failures = [502, 408]
+        assert (await client.patch_status(recording=True))["recording"] is True
+        assert api_errors("status") == before + 2
+        proxy.failures = [503, 503, 503, 503]
+        with pytest.raises(ApiUnavailableError, match="503") as e:
+            await client.patch_status(recording=False)
+        assert e.value.status_code == 503 and proxy.failures == [503]  # exactly 3 attempts
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_start_waits_for_the_api_and_calls_wait_for_start(api):
+    """A job that begins while the api is down: start(wait=True) keeps trying; the publisher's
+    segments wait meanwhile and arrive once the api is back."""
+    live = live_session(api.url)
+
+    async def main():
+        await asyncio.to_thread(api.stop)
+        client = AgentApiClient(api.url, live.job_token, **FAST_RETRIES)
+        starting = asyncio.create_task(client.start(wait=True))
+        publisher = ApiSegmentPublisher(client)
+        await publisher.publish(seg("early", "Said before the api was up.", final=True))
+        await asyncio.sleep(1.0)
+        assert not starting.done() and publisher.posted == 0
+        await asyncio.to_thread(api.start)
+        token = await asyncio.wait_for(starting, 30)
+        assert token.session_id == live.session_id
+        await publisher.aclose()
+        assert publisher.posted == 1 and publisher.dropped == 0
+        await client.aclose()
+
+        # never started: a clear error, not a request without credentials
+        idle = AgentApiClient(api.url, live.job_token)
+        with pytest.raises(AgentApiError, match="start"):
+            await idle.get_recording()
+        await idle.aclose()
+
+    asyncio.run(main())
+    assert [s["segment_id"] for s in live.transcription()] == ["early"]
