@@ -38,7 +38,7 @@ from tenacity import (
 )
 
 from agent import metrics
-from agent.segments import LiveSegment
+from agent.segments import LiveSegment, TranscriptPublisher
 
 log = logging.getLogger("agent.api")
 
@@ -66,7 +66,8 @@ class ApiRejectedError(AgentApiError):
 
 
 class AgentAuthError(ApiRejectedError):
-    """The api refused the job token (forged, expired, not an agent's) or every agent credential."""
+    """The api refused the job token (forged, expired, not an agent's: 401; its room's session does
+    not exist: 404) or every agent credential."""
 
 
 class ApiClosedError(AgentApiError):
@@ -164,6 +165,9 @@ class AgentApiClient:
         ``retry_max_wait``) until it answers or the client is closed. Calls made meanwhile (from
         another task: a publisher, a recorder) wait for it."""
         self._starting = True
+        if self.token is None and self._ready.is_set():  # a start that failed before: try again
+            self._ready.clear()
+            self._start_error = None
         pause = self.retry_min_wait
         try:
             while True:
@@ -193,7 +197,12 @@ class AgentApiClient:
         async def call() -> httpx.Response:
             return await self._http.post(TOKEN_PATH, headers={"Authorization": f"Bearer {credential}"})
 
-        response = await self._send("token", call, reauth=False)
+        try:
+            response = await self._send("token", call, reauth=False)
+        except AgentAuthError:
+            raise
+        except ApiRejectedError as e:  # 404: the job token's room names no session of this api
+            raise AgentAuthError(e.operation, str(e).partition(": ")[2], e.status_code, e.detail) from None
         body = response.json()
         token = AgentToken(
             access_token=body["access_token"],
@@ -441,7 +450,7 @@ class AgentApiClient:
         raise ApiRejectedError(operation, f"the api refused the request ({status}): {detail}", status, detail)
 
 
-class ApiSegmentPublisher:
+class ApiSegmentPublisher(TranscriptPublisher):
     """A :class:`~agent.segments.TranscriptPublisher` that posts to the api in the background.
 
     :meth:`publish` only files the segment: pending segments are keyed by ``segment_id``, so a newer

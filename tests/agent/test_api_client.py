@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import pytest
 from prometheus_client import REGISTRY
@@ -20,7 +21,7 @@ from agent.api_client import (
     ApiSegmentPublisher,
     ApiUnavailableError,
 )
-from agent.segments import LiveSegment
+from agent.segments import LiveSegment, TranscriptPublisher
 from tests.agent.api_helpers import (
     CountingTransport,
     FlakyProxyTransport,
@@ -28,7 +29,7 @@ from tests.agent.api_helpers import (
     live_api_settings,
     live_session,
 )
-from tests.api.live_helpers import LIVEKIT_SECRET, job_token
+from tests.api.live_helpers import LIVEKIT_SECRET, job_token, room_of
 
 FAST_RETRIES = dict(retry_attempts=3, retry_min_wait=0.05, retry_max_wait=0.5)
 
@@ -96,6 +97,13 @@ def test_exchange_renewal_and_forged_token(api):
         assert api_errors("token") == before + 1  # not retried
         await forged.aclose()
 
+        # a genuine job token for the room of a session this api does not have
+        orphan = AgentApiClient(api.url, job_token(room_of(uuid.uuid4())), **FAST_RETRIES)
+        with pytest.raises(AgentAuthError, match="session not found") as e:
+            await orphan.start()
+        assert e.value.status_code == 404
+        await orphan.aclose()
+
     asyncio.run(main())
 
 
@@ -131,6 +139,7 @@ def test_segments_coalesced_and_final_wins(api):
         client = AgentApiClient(api.url, live.job_token, transport=transport, **FAST_RETRIES)
         await client.start()
         publisher = ApiSegmentPublisher(client)
+        assert isinstance(publisher, TranscriptPublisher)
         # three interims of one utterance in a row: only the newest is pending when the sender runs
         for text in ("good", "good morning", "good morning every"):
             await publisher.publish(seg("s1", text, final=False))
