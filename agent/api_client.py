@@ -544,11 +544,11 @@ class ApiSegmentPublisher(TranscriptPublisher):
             await self.api.post_segments(batch)
             self.posted += len(batch)
         except ApiRejectedError as e:
-            if len(batch) == 1:
-                log.error("live segment %s refused by the api: %s", batch[0].segment_id, e)
-                self._count_drop(1)
+            if len(batch) == 1 or e.status_code not in (413, 422):
+                log.error("%d live segment(s) refused by the api: %s", len(batch), e)
+                self._count_drop(len(batch))
                 return
-            for segment in batch:  # one bad segment must not lose the others
+            for segment in batch:  # one bad (or one new, past LIVE_MAX_SEGMENTS) must not lose the others
                 await self._post([segment])
 
     async def aclose(self) -> None:

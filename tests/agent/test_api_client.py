@@ -337,3 +337,25 @@ def test_start_waits_for_the_api_and_calls_wait_for_start(api):
 
     asyncio.run(main())
     assert [s["segment_id"] for s in live.transcription()] == ["early"]
+
+
+def test_a_refused_segment_does_not_lose_its_batch(api):
+    """The api refuses a batch for one invalid segment (422): the others are posted one by one and
+    stored; only the invalid one is dropped (and counted)."""
+    live = live_session(api.url)
+
+    async def main():
+        client = AgentApiClient(api.url, live.job_token, **FAST_RETRIES)
+        await client.start()
+        publisher = ApiSegmentPublisher(client)
+        before = api_errors("segments_dropped")
+        await publisher.publish(seg("a", "First.", final=True, start=1.0))
+        await publisher.publish(seg("not valid!", "Bad id.", final=True, start=2.0))  # [A-Za-z0-9._:-] only
+        await publisher.publish(seg("c", "Third.", final=True, start=3.0))
+        await publisher.aclose()
+        assert (publisher.posted, publisher.dropped) == (2, 1)
+        assert api_errors("segments_dropped") == before + 1
+        await client.aclose()
+
+    asyncio.run(main())
+    assert [s["segment_id"] for s in live.transcription()] == ["a", "c"]
