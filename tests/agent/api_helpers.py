@@ -121,16 +121,27 @@ class CountingTransport(httpx.AsyncHTTPTransport):
 
 
 class FlakyProxyTransport(httpx.AsyncHTTPTransport):
-    """Real HTTP behind a proxy that answers the next ``failures`` requests itself with ``status``
-    (a load balancer's 503 during a deploy, a 429 from a rate limiter); the rest reach the api."""
+    """Real HTTP behind a proxy that answers the next requests itself with the statuses in
+    ``failures`` (a load balancer's 503 during a deploy, a 429 from a rate limiter), and loses the
+    api's answers to the next ``lose_answers[method]`` requests (a connection reset after the api
+    did the work); the rest reach the api and come back."""
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self.failures: list[int] = []  # statuses still to answer, first first
         self.answered = 0  # requests the api itself answered
+        self.lose_answers: dict[str, int] = {}  # method -> how many of the api's answers to lose
+        self.lost: list[str] = []  # paths whose answer was lost
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.failures:
             return httpx.Response(self.failures.pop(0), json={"detail": "proxy says no"}, request=request)
         self.answered += 1
-        return await super().handle_async_request(request)
+        response = await super().handle_async_request(request)
+        if self.lose_answers.get(request.method, 0) > 0:  # the api did it; its answer never arrives
+            self.lose_answers[request.method] -= 1
+            await response.aread()
+            await response.aclose()
+            self.lost.append(request.url.path)
+            raise httpx.ReadError("connection reset before the answer", request=request)
+        return response

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from agent.api_client import AgentApiClient
 from agent.recorder import TrackRecorder, encode_ogg_opus
 from inference_client.audio import SAMPLE_RATE, decode_audio
-from tests.agent.api_helpers import RestartableApi, live_api_settings, live_session
+from tests.agent.api_helpers import FlakyProxyTransport, RestartableApi, live_api_settings, live_session
 from tests.api.recording_helpers import speech
 
 FRAME = SAMPLE_RATE // 50  # 20 ms, as LiveKit's AudioStream delivers them
@@ -230,3 +230,25 @@ def test_unsent_chunks_are_bounded(api, talk):
     assert track["seqs"] == sorted(stats.stored_seqs) and track["seqs"][0] == 0 and track["seqs"][-1] == 5
     assert track["missing"] == [s for s in range(6) if s not in track["seqs"]]
     assert track["offset_seconds"] == 0.0
+
+
+def test_lost_answers_are_retried_with_the_same_bytes(api, talk):
+    """The api stores chunk 0 but its answer is lost (a connection reset), twice: the retries send
+    the very same bytes (200, nothing changes), never a re-encoding (409 chunk_conflict)."""
+    live = live_session(api.url)
+    proxy = FlakyProxyTransport()
+
+    async def main():
+        client = AgentApiClient(api.url, live.job_token, transport=proxy, **FAST_RETRIES)
+        await client.start()
+        proxy.lose_answers["PUT"] = 2
+        recorder = TrackRecorder(client, "u-erin", chunk_seconds=10.0, offset_s=0.0)
+        await push_frames(recorder, talk)
+        await recorder.aclose()
+        assert (recorder.stats.stored, recorder.stats.failed) == (3, 0)
+        await client.aclose()
+
+    asyncio.run(main())
+    assert [p.rsplit("/", 1)[1] for p in proxy.lost] == ["0", "0"]  # stored, then found stored twice
+    track = track_of(live.recording(), "u-erin")
+    assert track["seqs"] == [0, 1, 2] and track["missing"] == []
