@@ -1,0 +1,240 @@
+"""The real worker (``python -m agent start``, a subprocess) against a loopback server speaking
+LiveKit's agent protocol (tests/agent/livekit_server.py) and the real api (a loopback uvicorn).
+
+The server reaches our code only through the worker's job assignment: it registers the worker
+(checking the agent name), asks for availability, assigns a job whose token is a LiveKit job token for
+a real session's room and whose metadata names the session. The entrypoint exchanges that token with
+the api (seen in the api's own request metrics), then tries to join the room with it (seen by the
+server), which fails (no SFU here): the job ends with an error, the worker stays up and takes a
+second job. Memory of the real processes (main, an idle job process) is measured on the way."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from livekit.protocol import agent, models
+
+from api.db.migrate import upgrade
+from api.main import create_app
+from tests.agent.livekit_server import AgentProtocolServer
+from tests.api.conftest import LoopbackServer, make_settings
+from tests.api.live_helpers import LIVE_SETTINGS, LIVEKIT_KEY, LIVEKIT_SECRET, job_token, room_of
+
+pytestmark = pytest.mark.slow  # a worker subprocess with its job processes (~30-60 s)
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT_NAME = LIVE_SETTINGS["livekit_agent_name"]
+MiB = 1 << 20
+MAIN_RSS_MAX = 150 * MiB
+IDLE_JOB_RSS_MAX = 200 * MiB
+EXCHANGED = re.compile(
+    r'^intrascribe_http_requests_total\{method="POST",route="/api/v1/agent/token",status="200"\} (\S+)$', re.M
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the worker exited ({proc.returncode}) while waiting for {what}")
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _exchanges(api_url: str) -> int:
+    m = EXCHANGED.search(httpx.get(f"{api_url}/metrics").text)
+    return int(float(m.group(1))) if m else 0
+
+
+def _health(port: int) -> tuple[int, str]:
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+    except httpx.HTTPError as e:
+        return 0, repr(e)
+    return r.status_code, r.text
+
+
+def _job_processes(main: psutil.Process) -> list[psutil.Process]:
+    """Job processes: children of livekit-agents' forkserver (a child of the main process)."""
+    out = []
+    for child in main.children():
+        if "forkserver" in " ".join(child.cmdline()):
+            out += child.children()
+    return out
+
+
+def _dispatch(lk: AgentProtocolServer, job: agent.Job) -> str:
+    """Availability request -> the worker's answer -> the assignment with a LiveKit job token."""
+    lk.send(agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)))
+    answer = lk.expect("availability", 30, lambda m: m.availability.job_id == job.id).availability
+    assert answer.available, answer
+    assert answer.participant_identity  # the agent's identity in the room, minted into its token
+    assert answer.participant_attributes["lk.agent.name"] == AGENT_NAME
+    token = job_token(job.room.name, identity=answer.participant_identity)
+    lk.send(agent.ServerMessage(assignment=agent.JobAssignment(job=job, url=lk.url, token=token)))
+    return token
+
+
+def test_worker_registers_takes_jobs_and_survives_their_failure(tmp_path):
+    sqlite_url = f"sqlite:///{tmp_path}/api.db"
+    upgrade(sqlite_url)
+    settings = make_settings(
+        tmp_path, database_url=sqlite_url, operator_endpoints_public=True, **LIVE_SETTINGS
+    )
+    http_port = _free_port()
+    with LoopbackServer(create_app(settings)) as api, AgentProtocolServer(LIVEKIT_KEY, LIVEKIT_SECRET) as lk:
+        user = httpx.post(
+            f"{api.url}/api/v1/auth/register",
+            json={"email": "ada@example.com", "password": "correct horse battery"},
+        )
+        assert user.status_code == 201, user.text
+        headers = {"Authorization": f"Bearer {user.json()['access_token']}"}
+        details = httpx.post(f"{api.url}/api/v1/livekit/connection-details", json={}, headers=headers)
+        assert details.status_code == 200, details.text
+        session_id = details.json()["sessionId"]
+        room = room_of(session_id)
+
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "LIVEKIT_URL": lk.url,
+            "LIVEKIT_API_KEY": LIVEKIT_KEY,
+            "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
+            "LIVEKIT_AGENT_NAME": AGENT_NAME,
+            "AGENT_API_URL": api.url,
+            "AGENT_HTTP_PORT": str(http_port),
+            "TRITON_GRPC_URL": "127.0.0.1:9",  # never reached: no room is joined
+        }
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the worker picks its own
+        log_path = tmp_path / "worker.log"
+        with open(log_path, "wb") as log:
+            # cwd: no .env of the checkout is read
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agent", "start"],
+                cwd=tmp_path,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _run(lk, proc, api.url, session_id, room, http_port)
+        except BaseException:
+            print(log_path.read_text(errors="replace")[-20000:])
+            raise
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        assert proc.returncode == 0, log_path.read_text(errors="replace")[-5000:]
+        # each job ended with the room connection's error (livekit-agents logs it with the job's id)
+        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        crashed = {
+            r.get("job_id")
+            for r in records
+            if r["message"].startswith("unhandled exception while running the job task")
+            and "no SFU here" in r["message"]
+        }
+        assert crashed == {"AJ_loopback1", "AJ_loopback2"}
+
+
+def _run(
+    lk: AgentProtocolServer, proc: subprocess.Popen, api_url: str, session_id: str, room: str, http_port: int
+):
+    # registration, with the agent name of the settings (explicit dispatch)
+    reg = lk.expect("register", 90).register
+    assert reg.agent_name == AGENT_NAME
+    assert reg.type == agent.JT_ROOM
+    assert lk.worker_auth[0]["agent"] is True
+    lk.send(
+        agent.ServerMessage(
+            register=agent.RegisterWorkerResponse(
+                worker_id="AW_loopback", server_info=models.ServerInfo(version="1.9.0", protocol=16)
+            )
+        )
+    )
+    status, text = _wait(
+        "the health endpoint", lambda: _health(http_port)[0] == 200 and _health(http_port), 60, proc
+    )
+    assert text == "OK"
+    worker_info = httpx.get(f"http://127.0.0.1:{http_port}/worker").json()
+    assert worker_info["agent_name"] == AGENT_NAME
+
+    # memory, idle: the main process and its warm job process
+    main = psutil.Process(proc.pid)
+    idle = _wait("a warm job process", lambda: _job_processes(main), 60, proc)
+    time.sleep(2.0)  # let it finish initializing
+    main_rss, idle_rss = main.memory_info().rss, idle[0].memory_info().rss
+    print(
+        f"memory: main RSS {main_rss / MiB:.1f} MiB (USS {main.memory_full_info().uss / MiB:.1f}), "
+        f"idle job process RSS {idle_rss / MiB:.1f} MiB (USS {idle[0].memory_full_info().uss / MiB:.1f})"
+    )
+    assert main_rss <= MAIN_RSS_MAX, f"main RSS {main_rss / MiB:.1f} MiB"
+    assert idle_rss <= IDLE_JOB_RSS_MAX, f"idle job process RSS {idle_rss / MiB:.1f} MiB"
+
+    # /metrics merges the job processes' samples (multiprocess mode): the idle job process' gauges
+    # are there (the main process keeps none of ours)
+    metrics = _wait(
+        "the job processes' metrics",
+        lambda: (r := httpx.get(f"http://127.0.0.1:{http_port}/metrics")).status_code == 200
+        and "intrascribe_agent_active_sessions" in r.text
+        and r.text,
+        30,
+        proc,
+    )
+    assert re.search(r"^intrascribe_agent_active_sessions 0\.0$", metrics, re.M), metrics
+
+    for n in (1, 2):
+        job = agent.Job(
+            id=f"AJ_loopback{n}",
+            dispatch_id=f"AD_loopback{n}",
+            type=agent.JT_ROOM,
+            room=models.Room(sid=f"RM_loopback{n}", name=room),
+            agent_name=AGENT_NAME,
+            metadata=json.dumps({"session_id": session_id}),
+        )
+        token = _dispatch(lk, job)
+        # the entrypoint got the job: it exchanged its token with the api (the api's own count) ...
+        _wait(f"job {n}'s token exchange", lambda n=n: _exchanges(api_url) >= n, 60, proc)
+        # ... and then tried to join the room with it
+        _wait(
+            f"job {n}'s room connection",
+            lambda t=token: any(c.token == t for c in lk.room_connects),
+            60,
+            proc,
+        )
+        # the job ends (the room connection failed); the worker stays up
+        done = lk.expect(
+            "update_job",
+            90,
+            lambda m, j=job.id: m.update_job.job_id == j and m.update_job.status != agent.JS_RUNNING,
+        )
+        print(f"job {n}: {agent.JobStatus.Name(done.update_job.status)}")
+        # livekit-agents 1.8.9 reports how the job process exited: 0 after an entrypoint exception
+        assert done.update_job.status in (agent.JS_FAILED, agent.JS_SUCCESS)
+        assert proc.poll() is None
+        assert _health(http_port) == (200, "OK")
+    assert _exchanges(api_url) == 2
