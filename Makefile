@@ -7,7 +7,7 @@ SERVE_PY := .envs/serve/bin/python
 EXPORT_PY := .envs/export/bin/python
 export INTRASCRIBE_CACHE ?= $(HOME)/.cache/intrascribe
 
-.PHONY: help system-deps env-serve env-export envs models download-models export-real triton run test test-quick lint
+.PHONY: help system-deps env-serve env-export envs models download-models export-real triton run test test-quick lint bench
 .PHONY: init up down dev logs agent agent-stop agent-scale health stats status
 
 help: ## show this help
@@ -44,6 +44,9 @@ test: ## the whole suite, as CI runs it (installs what a fresh machine lacks, pr
 
 test-quick: ## fast tests only: no export environment, no slow end-to-end tests (needs `make models` once)
 	@scripts/test.sh quick
+
+bench: env-serve ## side-by-side benchmarks (hours; BENCH_ARGS=--quick: minutes, tiny models), refresh docs/benchmarks.md's targets table
+	@$(SERVE_PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: env-serve ## ruff
 	@$(SERVE_PY) -m ruff check . && $(SERVE_PY) -m ruff format --check .

@@ -45,6 +45,7 @@ CLEAN = {
     "N",
     "COMPOSE",
     "MAKEFLAGS",
+    "BENCH_ARGS",
 }
 
 
@@ -130,9 +131,159 @@ def test_help_lists_the_targets(shim):
     listed = {line.split()[1] for line in r.stdout.splitlines() if line.startswith("  make ")}
     original = {"init", "up", "down", "dev", "logs", "logs-SERVICE", "restart-SERVICE", "update-SERVICE"}
     original |= {"agent", "agent-stop", "agent-scale", "health", "stats", "status", "test"}
-    ours = {"run", "models", "test-quick", "download-models", "export-real", "triton", "help"}
+    ours = {"run", "models", "test-quick", "download-models", "export-real", "triton", "bench", "help"}
     assert original | ours <= listed, sorted(original | ours - listed)
     assert calls == []
+
+
+# -- make bench ------------------------------------------------------------------------------------
+# bench/run_all.py runs the four benches and rewrites docs/benchmarks.md's targets block. The benches
+# themselves take minutes to hours: here `--dry-run` (nothing runs) and `--from DIR` (the table from
+# JSON files in the shapes the benches write, values chosen here) are checked.
+
+BENCH_RESULTS = {
+    "asr": {
+        "info": {
+            "asr_model": "/c/models/sensevoice_full-3f7424a9007e3720",
+            "vad_model": "/c/models/fsmn_vad-0123456789abcdef",
+        },
+        "latency": {
+            "1x2": {"calls": 20, "p50_s": 0.52, "p95_s": 0.61, "max_s": 0.7},
+            "2x1": {"calls": 20, "p50_s": 0.401, "p95_s": 0.412, "max_s": 0.5},
+        },
+    },
+    "diarization": {
+        "artifact": "pyannote_full",
+        "seconds": 300.0,
+        "peak_rss_mib": {
+            "client": 434.0,
+            "server_total": 546.2,
+            "stub:segmentation": 164.0,
+            "stub:speaker_embedding": 290.4,
+            "tritonserver": 129.0,
+        },
+        "latency_60s": {"calls": 10, "p50": 16.94, "p95": 18.5},
+    },
+    "transcription": {
+        "info": {
+            "asr_model": "/c/models/sensevoice_fixture-aaaaaaaaaaaaaaaa",
+            "diarization_model": "/c/models/pyannote_fixture-bbbbbbbbbbbbbbbb",
+        },
+        "memory": {
+            "1 h": {
+                "peak_rss_mib": {"stub:vad": 281.0, "stub:asr": 362.0, "tritonserver": 297.0},
+                "exact": True,
+            },
+            "2 h": {
+                "peak_rss_mib": {"stub:vad": 277.0, "stub:asr": 353.0, "tritonserver": 321.0},
+                "exact": True,
+            },
+        },
+    },
+    "summary": {
+        "model": "SmolLM2-135M-Instruct",
+        "threads": 1,
+        "runs": [
+            {"seconds": 15.3, "error": None},
+            {"seconds": 5.6, "error": None},
+            {"seconds": 9.4, "error": None},
+        ],
+        "median_s": 9.4,
+        "failed_runs": 0,
+    },
+}
+# what the table must say for BENCH_RESULTS (by hand from the numbers above)
+BENCH_ROWS = {
+    "STT Transcription": "**p50 0.40 s / p95 0.41 s**",  # the faster layout, 2x1
+    "Speaker Diarization": "**p50 16.94 s / p95 18.50 s**",
+    "AI Summarization": "**median 9.4 s**",
+    "Diarization Service": "**segmentation 164 MiB + speaker_embedding 290 MiB (tritonserver 129 MiB)**",
+    "STT Service": "**asr 353 MiB + vad 277 MiB (tritonserver 321 MiB, all models)**",  # the longest audio
+}
+DOC_TEXT = "# Benchmarks\n\nIntro by hand.\n\n## ASR\n\nHand-written section.\n"
+
+
+def bench_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_all.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def table_row(doc: str, row: str) -> str:
+    return next(line for line in doc.splitlines() if line.startswith(f"| {row} |"))
+
+
+def test_make_bench_dry_run_prints_the_commands_and_changes_nothing(shim, tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(DOC_TEXT)
+    r, calls = shim("bench", f"BENCH_ARGS=--dry-run --quick --doc {doc}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    commands = [line for line in r.stdout.splitlines() if " bench/" in line and "_bench.py" in line]
+    assert [c.split()[1] for c in commands] == [
+        "bench/asr_bench.py",
+        "bench/diarization_bench.py",
+        "bench/transcription_bench.py",
+        "bench/summary_bench.py",
+    ]
+    assert all("--json" in c for c in commands) and "--quick" in commands[0]
+    assert "| STT Transcription | < 2 s | not measured here" in r.stdout
+    assert doc.read_text() == DOC_TEXT and calls == []
+
+
+def test_bench_table_is_generated_in_place_and_idempotently(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, raw in BENCH_RESULTS.items():
+        (results / f"{name}.json").write_text(json.dumps(raw))
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(DOC_TEXT)
+
+    r = bench_cli("--from", str(results), "--doc", str(doc))
+    assert r.returncode == 0, r.stderr
+    first = doc.read_text()
+    head, rest = first.split("<!-- BEGIN make bench", 1)
+    assert head == "# Benchmarks\n\nIntro by hand.\n\n## Targets of the original README (`make bench`)\n\n"
+    assert rest.split("<!-- END make bench -->", 1)[1] == "\n\n## ASR\n\nHand-written section.\n"
+    for row, value in BENCH_ROWS.items():
+        assert value in table_row(first, row), table_row(first, row)
+    assert "sensevoice_full" in table_row(first, "STT Transcription")
+    assert "random dev weights" in table_row(first, "STT Transcription")
+    assert "trained on espeak voices" in table_row(first, "STT Service")
+    for row in ("LiveKit Agent Response", "API Service", "AI Service", "LiveKit Agent"):
+        assert "| not measured here: " in table_row(first, row)
+
+    # again: byte for byte the same page
+    r = bench_cli("--from", str(results), "--doc", str(doc))
+    assert r.returncode == 0 and "unchanged" in r.stdout and doc.read_text() == first
+
+    # --only: that bench's rows change, the others keep their values (from the block's data line)
+    faster = tmp_path / "faster"
+    faster.mkdir()
+    (faster / "summary.json").write_text(json.dumps({**BENCH_RESULTS["summary"], "median_s": 4.3}))
+    r = bench_cli("--only", "summary", "--from", str(faster), "--doc", str(doc))
+    assert r.returncode == 0, r.stderr
+    second = doc.read_text()
+    assert "**median 4.3 s**" in table_row(second, "AI Summarization")
+    for row in ("STT Transcription", "Speaker Diarization", "STT Service", "Diarization Service"):
+        assert table_row(second, row) == table_row(first, row)
+    assert second.count("<!-- BEGIN make bench") == 1 and second.count("<!-- END make bench -->") == 1
+
+
+def test_bench_rejects_an_unknown_bench():
+    r = bench_cli("--only", "asr,gpu", "--dry-run")
+    assert r.returncode == 2 and "unknown bench" in r.stderr
+
+
+def test_committed_benchmarks_block_is_what_run_all_renders():
+    from bench import run_all
+
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert text.count(run_all.BEGIN) == 1 and text.count(run_all.END) == 1
+    assert run_all.update_doc(text, run_all.read_block(text)) == text, "rerun bench/run_all.py --from ..."
 
 
 # -- make init ----------------------------------------------------------------------------------------
