@@ -10,6 +10,7 @@ second job. Memory of the real processes (main, an idle job process) is measured
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -19,15 +20,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import create_autospec
 
 import httpx
+import numpy as np
 import psutil
 import pytest
+from livekit import rtc
 from livekit.protocol import agent, models
+from prometheus_client import REGISTRY
 
 from api.db.migrate import upgrade
 from api.main import create_app
+from speechlib.interfaces import SAMPLE_RATE
 from tests.agent.livekit_server import AgentProtocolServer
+from tests.agent.pipeline_helpers import track
 from tests.api.conftest import LoopbackServer, make_settings
 from tests.api.live_helpers import LIVE_SETTINGS, LIVEKIT_KEY, LIVEKIT_SECRET, job_token, room_of
 
@@ -238,3 +245,139 @@ def _run(
         assert proc.poll() is None
         assert _health(http_port) == (200, "OK")
     assert _exchanges(api_url) == 2
+
+
+# ------------------------------------------------------------------------- a job's room, in-process
+# LiveRoomSession (what a job runs once its room is joined) with everything real but the SFU: the
+# room is a stand-in at that boundary (the SDK's event emitter, autospecs of the participant and
+# publication, an autospec LocalParticipant for the lk.transcription streams); the microphone is a
+# real rtc.AudioSource -> LocalAudioTrack, read by the session's own rtc.AudioStream in real time;
+# Triton (vad, vad_stream, the trained asr fixture) and the api are real.
+
+
+class LoopbackRoom(rtc.EventEmitter):
+    """What LiveRoomSession reads of an ``rtc.Room``: its events, remote participants, local participant."""
+
+    def __init__(self):
+        super().__init__()
+        self.remote_participants: dict[str, rtc.RemoteParticipant] = {}
+        self.local_participant = create_autospec(rtc.LocalParticipant, instance=True)
+        self.streams: list[tuple[dict, object]] = []  # (stream_text kwargs, its writer)
+
+        async def stream_text(**kwargs):
+            writer = create_autospec(rtc.TextStreamWriter, instance=True)
+            self.streams.append((kwargs, writer))
+            return writer
+
+        self.local_participant.stream_text.side_effect = stream_text
+
+    def texts(self, final: bool) -> list[tuple[str, str, str]]:
+        """(sender, track, text) of each lk.transcription stream with that final flag."""
+        flag = "true" if final else "false"
+        return [
+            (kw["sender_identity"], kw["attributes"]["lk.transcribed_track_id"], w.write.await_args.args[0])
+            for kw, w in self.streams
+            if kw["topic"] == "lk.transcription" and kw["attributes"]["lk.transcription_final"] == flag
+        ]
+
+
+def _participant(identity: str, name: str) -> rtc.RemoteParticipant:
+    p = create_autospec(rtc.RemoteParticipant, instance=True)
+    p.identity, p.name, p.kind = identity, name, rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+    p.joined_at = None
+    return p
+
+
+def _microphone(sid: str, track: rtc.Track) -> rtc.RemoteTrackPublication:
+    pub = create_autospec(rtc.RemoteTrackPublication, instance=True)
+    pub.sid, pub.kind, pub.source = sid, rtc.TrackKind.KIND_AUDIO, rtc.TrackSource.SOURCE_MICROPHONE
+    pub.track, pub.subscribed = track, True
+    return pub
+
+
+async def _talk(room: LoopbackRoom, session, who: rtc.RemoteParticipant, sid: str, x: np.ndarray) -> None:
+    """Publish a microphone, speak ``x`` into it in real time, unpublish it; wait for its pipeline
+    and recorder to close."""
+    source = rtc.AudioSource(SAMPLE_RATE, 1)
+    track = rtc.LocalAudioTrack.create_audio_track(sid, source)
+    room.emit("track_subscribed", track, _microphone(sid, track), who)
+    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+    for i in range(0, pcm.size, 160):
+        await source.capture_frame(rtc.AudioFrame(pcm[i : i + 160].tobytes(), SAMPLE_RATE, 1, 160))
+    await source.wait_for_playout()
+    assert _gauge("intrascribe_agent_active_participants") == 1
+    room.emit("track_unsubscribed", track, _microphone(sid, track), who)
+    await asyncio.gather(session.tracks[sid], return_exceptions=True)
+    await source.aclose()
+
+
+def _gauge(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+@pytest.mark.asyncio
+async def test_a_jobs_room_join_leave_rejoin(tmp_path, agent_triton, agent_settings, speech_clips):
+    from agent.api_client import AgentApiClient
+    from agent.worker import LiveRoomSession
+    from tests.agent.api_helpers import live_api_settings, live_session
+
+    (t1, c1), (t2, c2) = speech_clips.items()
+    first, _ = track(0.5, c1, 1.0)
+    second, _ = track(0.5, c2, 1.0)
+    with LoopbackServer(create_app(live_api_settings(tmp_path, recording_chunk_seconds=1.0))) as api:
+        live = live_session(api.url)
+        status_url = f"/api/v1/realtime/sessions/{live.session_id}/status"
+        client = AgentApiClient(api.url, live.job_token)
+        await client.start()
+        chunk_seconds = (await client.get_recording())["chunk_seconds"]
+        room = LoopbackRoom()
+        session = LiveRoomSession(room, client, agent_settings)
+        alice = _participant("u-alice", "Alice")
+        room.remote_participants[alice.identity] = alice
+        t0 = time.time()
+        session.start(room_start=t0, chunk_seconds=chunk_seconds)
+        assert _gauge("intrascribe_agent_active_sessions") == 1
+        try:
+            await _until(lambda: [p["identity"] for p in live.get(status_url)["participants"]] == ["u-alice"])
+            assert live.get(status_url)["recording"] is True
+
+            await _talk(room, session, alice, "TR_alice1", first)
+            left_at = time.time() - t0
+            del room.remote_participants[alice.identity]
+            room.emit("participant_disconnected", alice)
+            await _until(lambda: live.get(status_url)["participants"] == [])
+            await asyncio.sleep(1.5)
+            room.remote_participants[alice.identity] = alice
+            room.emit("participant_connected", alice)
+            await _talk(room, session, alice, "TR_alice2", second)
+        finally:
+            await session.aclose()
+
+        assert _gauge("intrascribe_agent_active_sessions") == 0
+        assert _gauge("intrascribe_agent_active_participants") == 0
+        # the room got each utterance's final from the right speaker and track, in order
+        assert room.texts(final=True) == [("u-alice", "TR_alice1", t1), ("u-alice", "TR_alice2", t2)]
+        assert {sender for sender, _, _ in room.texts(final=False)} <= {"u-alice"}
+        # the api got them too, placed in session time
+        finals = [s for s in live.transcription() if s["is_final"]]
+        assert [(s["speaker"], s["speaker_name"], s["text"]) for s in finals] == [
+            ("u-alice", "Alice", t1),
+            ("u-alice", "Alice", t2),
+        ]
+        assert finals[1]["start_time"] > left_at  # the rejoin's segments are placed at its session time
+        status = live.get(status_url)
+        assert (status["recording"], status["participants"]) == (False, [])
+        # and both tracks' audio, numbered by session time: the time away is a gap of seqs
+        (rec,) = live.recording()["participants"]
+        assert rec["participant"] == "u-alice"
+        audio_s = (first.size + second.size) / SAMPLE_RATE
+        print(f"recording: {rec}, audio {audio_s:.2f} s, left at {left_at:.2f} s")
+        assert abs(rec["recorded_seconds"] - audio_s) < 1.0, (rec, audio_s)
+        assert rec["missing"], rec
+
+
+async def _until(check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
