@@ -214,6 +214,14 @@ def _run(
     )
     assert re.search(r"^intrascribe_agent_active_sessions 0\.0$", metrics, re.M), metrics
 
+    # a job for a room that is not a session's (and no session in its metadata) is refused
+    stray = agent.Job(
+        id="AJ_stray", type=agent.JT_ROOM, room=models.Room(sid="RM_x", name="lobby"), agent_name=AGENT_NAME
+    )
+    lk.send(agent.ServerMessage(availability=agent.AvailabilityRequest(job=stray)))
+    refused = lk.expect("availability", 30, lambda m: m.availability.job_id == "AJ_stray").availability
+    assert not refused.available and refused.terminate
+
     for n in (1, 2):
         job = agent.Job(
             id=f"AJ_loopback{n}",
