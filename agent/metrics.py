@@ -37,6 +37,10 @@ BUFFERED_SECONDS = Gauge(
 DROPPED_SECONDS = Counter(
     "intrascribe_agent_dropped_audio_seconds_total", "Audio dropped because a participant's buffer overflowed"
 )
+ROOM_PUBLISH_ERRORS = Counter(
+    "intrascribe_agent_room_publish_errors_total",
+    "Segment updates not delivered to the room (lk.transcription)",
+)
 SEGMENTS = Counter("intrascribe_agent_segments_total", "Segments published", ["kind"])  # final | interim
 RECORDING_CHUNKS = Counter(
     "intrascribe_agent_recording_chunks_total",

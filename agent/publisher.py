@@ -25,6 +25,7 @@ from livekit.agents.types import (
     TOPIC_TRANSCRIPTION,
 )
 
+from agent import metrics
 from agent.segments import LiveSegment
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class RoomTranscriptPublisher:
                         await writer.aclose()
             except Exception as e:  # noqa: BLE001 - the room copy never breaks the pipeline
                 self.failed += 1
+                metrics.ROOM_PUBLISH_ERRORS.inc()
                 log.warning(
                     "could not publish segment %s of %s to the room (%d lost so far): %r",
                     segment.segment_id,

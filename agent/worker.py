@@ -67,8 +67,9 @@ NUM_IDLE_PROCESSES = 1
 # after the room ends (livekit-agents' default is 10 s): the pipeline waits up to 120 s for Triton
 # to come back for its last finals (agent/pipeline.py DRAIN_TIMEOUT_S), the recorder 30 s for the api.
 SHUTDOWN_TIMEOUT_S = 150.0
-TRACK_CLOSE_TIMEOUT_S = 5.0
-PRELOAD_LOCAL_INFERENCE_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"  # livekit.agents.ipc._preload  # an AudioStream that does not end on its own
+TRACK_CLOSE_TIMEOUT_S = 5.0  # an AudioStream that does not end on its own
+REJOIN_WAIT_S = 35.0  # a rejoin waits this long for the previous track's recorder (it flushes <= 30 s)
+PRELOAD_LOCAL_INFERENCE_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"  # livekit.agents.ipc._preload
 
 
 # --------------------------------------------------------------------------------------------- job
@@ -140,6 +141,7 @@ class LiveRoomSession:
         self.triton: Any = None
         self.publishers: list[Any] = []
         self.tracks: dict[str, asyncio.Task] = {}  # track sid -> its task
+        self._latest: dict[str, asyncio.Task] = {}  # participant identity -> its newest track's task
         self._first_seen: dict[str, str] = {}  # identity -> ISO time we saw them join
         self._status_dirty = asyncio.Event()
         self._status_task: asyncio.Task | None = None
@@ -209,7 +211,9 @@ class LiveRoomSession:
         sid = publication.sid
         if sid in self.tracks and not self.tracks[sid].done():
             return
-        self.tracks[sid] = asyncio.create_task(self._run_track(track, sid, participant), name=f"track-{sid}")
+        previous = self._latest.get(participant.identity)
+        task = asyncio.create_task(self._run_track(track, sid, participant, previous), name=f"track-{sid}")
+        self.tracks[sid] = self._latest[participant.identity] = task
 
     def _on_track_unsubscribed(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
@@ -218,7 +222,13 @@ class LiveRoomSession:
         if task is not None and not task.done():
             task.cancel()  # its finally closes the pipeline (flush) and the recorder
 
-    async def _run_track(self, track: rtc.Track, track_sid: str, participant: rtc.RemoteParticipant) -> None:
+    async def _run_track(
+        self,
+        track: rtc.Track,
+        track_sid: str,
+        participant: rtc.RemoteParticipant,
+        previous: asyncio.Task | None = None,
+    ) -> None:
         from agent.audio_in import track_samples
         from agent.pipeline import SpeakerPipeline
         from agent.recorder import TrackRecorder
@@ -242,6 +252,11 @@ class LiveRoomSession:
                         publishers=self.publishers,
                     )
                     if self.settings.agent_record and self.chunk_seconds:
+                        if previous is not None and not previous.done():
+                            # a rejoin: the previous track's recorder uploads its last (partial) chunk
+                            # first, so the new one's listing sees it (no 409 on a shared seq);
+                            # frames queue in the AudioStream meanwhile
+                            await asyncio.wait({previous}, timeout=REJOIN_WAIT_S)
                         recorder = TrackRecorder(
                             self.api, identity, chunk_seconds=self.chunk_seconds, offset_s=offset_s
                         )
@@ -322,7 +337,7 @@ async def entrypoint(ctx: JobContext) -> None:
     session = LiveRoomSession(ctx.room, api, settings)
     ctx.add_shutdown_callback(session.aclose)  # also runs when this entrypoint raises
 
-    await api.start()
+    await api.start(wait=True)  # an api that is down at the job's start is waited for, not fatal
     importlib.import_module(PIPELINE_MODULE)  # now, not while the first participant's audio flows
     if api.session_id != session_id:
         raise RuntimeError(f"dispatched for session {session_id} but the job token is for {api.session_id}")
