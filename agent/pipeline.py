@@ -382,6 +382,13 @@ class SpeakerPipeline:
     # -- utterances ------------------------------------------------------------------------------------
     def _handle_events(self, events: Sequence[SpeechEvent], decided_at: float) -> None:
         for event in events:
+            log.debug(
+                "%s: vad event %s (sequence from %.2f s, sent up to %.2f s)",
+                self.track_sid,
+                event,
+                self._origin / SAMPLE_RATE,
+                self._vad_pos / SAMPLE_RATE,
+            )
             if event.start_ms is not None and self._open is None:
                 start = min(
                     max(self._origin + event.start_ms * SAMPLE_RATE // 1000, self._last_end), self._vad_pos

@@ -290,28 +290,40 @@ def own_triton(tmp_path):
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_triton_restart_mid_session(own_triton, recorder, speech_clips):
-    """Triton stopped while audio flows (mid-utterance) and started again on the same ports: every
-    utterance is transcribed exactly once, in order, where the offline vad cuts it."""
+    """Triton stopped while audio flows (mid-utterance) and started again on the same ports, the
+    track going on meanwhile (silence once the speech runs out, as LiveKit delivers it): every
+    utterance is transcribed exactly once, in order, where the offline vad cuts the audio."""
     (t1, c1), (t2, c2) = speech_clips.items()
     x, spans = track(0.5, c1, 1.2, c2, 1.2, c1, 1.2, c2, 1.5)
     settings = make_agent_settings(own_triton.ports.grpc_url)
     errors_before = metric("intrascribe_agent_triton_errors_total", model="vad_stream")
+    pushed: list[np.ndarray] = []
+
+    async def push(pipeline: SpeakerPipeline, audio: np.ndarray, speed: float) -> None:
+        pushed.append(audio)
+        await push_paced(pipeline, audio, speed)
+
+    def restart() -> None:
+        own_triton.stop()
+        own_triton.start()
+
     async with TritonClient(own_triton.ports.grpc_url) as client:
         pipeline = pipeline_for(client, settings, recorder, "frank")
         stop_at = int((spans[1][0] + 0.8) * SAMPLE_RATE)  # inside the second utterance
-        await push_paced(pipeline, x[:stop_at], speed=2)
+        await push(pipeline, x[:stop_at], speed=2)
         async with asyncio.timeout(30):  # the first final is out before Triton goes
             while not recorder.finals:
                 await asyncio.sleep(0.05)
         assert [s.text for s in recorder.finals] == [t1]
-        stopping = asyncio.create_task(asyncio.to_thread(own_triton.stop))
-        restart_at = int((spans[2][1] + 0.3) * SAMPLE_RATE)  # after the third utterance
-        await push_paced(pipeline, x[stop_at:restart_at], speed=2)
-        await stopping
-        await asyncio.to_thread(own_triton.start)
-        await push_paced(pipeline, x[restart_at:], speed=2)
+        restarting = asyncio.create_task(asyncio.to_thread(restart))
+        resume_at = int((spans[2][1] + 1.0) * SAMPLE_RATE)  # the third utterance while Triton is away
+        await push(pipeline, x[stop_at:resume_at], speed=1)
+        while not restarting.done():  # the track goes on in real time
+            await push(pipeline, np.zeros(PIECE, np.float32), speed=1)
+        await restarting
+        await push(pipeline, x[resume_at:], speed=2)
         await pipeline.aclose()
-        await check_vad_parity(client, pipeline, recorder.finals, x)
+        await check_vad_parity(client, pipeline, recorder.finals, np.concatenate(pushed))
     assert finals_text(recorder, "frank") == [t1, t2, t1, t2]
     assert metric("intrascribe_agent_triton_errors_total", model="vad_stream") > errors_before
     check_protocol(recorder, [pipeline])
