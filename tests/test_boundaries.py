@@ -297,3 +297,15 @@ def test_py310_checker_flags_newer_code(bad):
 def test_py310_checker_accepts_310_code():
     ok = "from __future__ import annotations\nimport typing\nmatch 1:\n    case 1:\n        pass\nx: int | None = None\n"
     assert py310_problems(ok) == []
+
+
+def test_the_agent_pipeline_does_not_load_the_clustering_stack():
+    """A live job imports agent.pipeline at start: speaker assignment (speechlib.diarization.turns,
+    via the transcript record) must not pull in scipy / scikit-learn (~80 MiB per job process)."""
+    import subprocess
+
+    code = "import sys, agent.pipeline; print(sorted(m for m in ('scipy', 'sklearn') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
