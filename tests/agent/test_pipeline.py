@@ -251,7 +251,6 @@ async def test_queue_overflow_drops_oldest_and_counts_it(recorder):
     assert recorder.segments == []
 
 
-@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_monologue_over_30_s_default_limit(agent_triton, agent_settings, recorder, speech_clips):
     """Over 30 s of speech with the default limit: finals of at most 30 s that tile the utterance."""
@@ -326,4 +325,33 @@ async def test_triton_restart_mid_session(own_triton, recorder, speech_clips):
         await check_vad_parity(client, pipeline, recorder.finals, np.concatenate(pushed))
     assert finals_text(recorder, "frank") == [t1, t2, t1, t2]
     assert metric("intrascribe_agent_triton_errors_total", model="vad_stream") > errors_before
+    check_protocol(recorder, [pipeline])
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_queue_overflow_then_triton_arrives(tmp_path, recorder, speech_clips):
+    """Triton not there yet and a 4 s queue: the first sentence is dropped (counted); when Triton
+    comes up, what stayed queued is transcribed, at its own session time."""
+    from serving.launcher import MODEL_REPOSITORY, TritonServer
+
+    (_, c1), (t2, c2) = speech_clips.items()
+    x, spans = track(0.5, c1, 5.0, c2, 1.0)
+    server = TritonServer(MODEL_REPOSITORY, models=["vad", "vad_stream", "asr"], log_path=tmp_path / "t.log")
+    settings = make_agent_settings(server.ports.grpc_url, agent_buffer_max_seconds=4.0)
+    dropped_before = metric("intrascribe_agent_dropped_audio_seconds_total")
+    try:
+        async with TritonClient(server.ports.grpc_url) as client:
+            pipeline = pipeline_for(client, settings, recorder, "gina", offset_s=3.0)
+            await push_paced(pipeline, x, speed=8)
+            await asyncio.to_thread(server.start)
+            await pipeline.aclose()
+    finally:
+        server.stop()
+    dropped = metric("intrascribe_agent_dropped_audio_seconds_total") - dropped_before
+    assert dropped == pytest.approx(x.size / SAMPLE_RATE - 4.0, abs=0.11)
+    assert [s.text for s in recorder.finals] == [t2]
+    (final,) = recorder.finals
+    assert final.start_time <= 3.0 + spans[1][0] + VAD_TOLERANCE_S
+    assert final.end_time >= 3.0 + spans[1][1] - VAD_TOLERANCE_S
     check_protocol(recorder, [pipeline])
