@@ -28,7 +28,11 @@ How it works (one pipeline per track, one task per pipeline):
   end of the last utterance or ``RESTART_MARGIN_S`` before the last audio VAD had seen, whichever is
   later. Utterances already ended are never found twice; none is lost.
 * Finals are published in order; every publish goes to each publisher, and a publisher's exception
-  is logged, never fatal.
+  is logged, never fatal. A final with no text (noise) is not published, unless an interim with text
+  was shown for it: then the empty final replaces that interim.
+* Segment ids are ``<track sid>-<start in session ms>``; interims and the final of an utterance share
+  it. Times are ``offset_s`` + sample index / 16 kHz; words come from the ASR tokens
+  (``speechlib.transcript.words_from_tokens``).
 """
 
 from __future__ import annotations
@@ -198,7 +202,6 @@ class SpeakerPipeline:
         self._open: _Utterance | None = None
         self._last_end = 0  # end of the last ended utterance (absolute index)
         self._reuse_id: str | None = None  # the open utterance's id, kept across a VAD restart
-        self._count = 0
         self._ended_ids: set[str] = set()  # utterances whose end is decided: no interim after this
         self._shown_ids: set[str] = set()  # utterances with a non-empty interim published
         self._interim_task: asyncio.Task | None = None
@@ -393,15 +396,16 @@ class SpeakerPipeline:
                 start = min(
                     max(self._origin + event.start_ms * SAMPLE_RATE // 1000, self._last_end), self._vad_pos
                 )
-                segment_id, self._reuse_id = self._reuse_id or self._new_id(), None
+                segment_id, self._reuse_id = self._reuse_id or self._new_id(start), None
                 self._open = _Utterance(segment_id, start, start)
             if event.end_ms is not None and self._open is not None:
                 end = min(self._origin + event.end_ms * SAMPLE_RATE // 1000, self._vad_pos)
                 self._end_open(end, decided_at)
 
-    def _new_id(self) -> str:
-        self._count += 1
-        return f"{self._id_prefix}-{self._count}"
+    def _new_id(self, start: int) -> str:
+        """``<track sid>-<start in session ms>``: unique within the session (a track's utterances do
+        not overlap), also when a new pipeline (a restarted job) transcribes the same track again."""
+        return f"{self._id_prefix}-{round((self.offset_s + start / SAMPLE_RATE) * 1000)}"
 
     def _end_open(self, end: int, decided_at: float) -> None:
         u, self._open = self._open, None
@@ -432,7 +436,7 @@ class SpeakerPipeline:
             cut = lo + int(np.argmin(np.square(frames, dtype=np.float64).sum(axis=1))) * FRAME
         now = self.clock()
         self._end_open(cut, now)
-        self._open = _Utterance(self._new_id(), cut, cut)
+        self._open = _Utterance(self._new_id(cut), cut, cut)
         self._last_end = cut
 
     def _after_chunk(self) -> None:
