@@ -7,6 +7,8 @@ Runs, each as its own process with ``--json`` into an output folder (plus its lo
 * ``transcription``: bench/transcription_bench.py (the batch job's engine vs funasr-onnx + pyannote;
   peak RSS per process on long audio),
 * ``summary``: bench/summary_bench.py (the default local LLM through the summary code),
+* ``agent``: bench/agent_bench.py (live: simulated speakers through the agent's ``SpeakerPipeline``
+  in real time; the agent's own time per final; memory per participant),
 
 then rewrites the block of docs/benchmarks.md between ``BEGIN`` and ``END`` (below): the original
 README's latency and memory targets (its "Latency Targets" and "Resource Usage" tables) with the values
@@ -80,9 +82,10 @@ BENCHES: dict[str, Bench] = {
     "transcription": Bench(
         "bench/transcription_bench.py",
         ("--minutes", "10", "--repeats", "3", "--max-speakers", "8", "--memory-hours", "1,2"),
-        ("--quick",),
+        ("--quick", "--memory-hours", "0.05"),
     ),
     "summary": Bench("bench/summary_bench.py", ("--runs", "3"), ("--runs", "1")),
+    "agent": Bench("bench/agent_bench.py", ("--speakers", "1,4,8", "--memory", "8"), ("--quick",)),
 }
 
 # The original README's tables (its "Latency Targets" and "Resource Usage"), in its order.
@@ -106,14 +109,13 @@ EARLIER = {
     "Speaker Diarization": "p50 16.9 s / p95 18.5 s, full-size dev pyannote, 2 CPU cores (Diarization)",
     "AI Summarization": "median 9.4 s, SmolLM2-135M Q4_1, 1 thread (Summary)",
     "STT Service": "1 h: vad 281 + asr 362 MiB + tritonserver 297 MiB, fixture models (Transcription)",
+    "LiveKit Agent": "worker main process 136.6 MiB + idle job process 119.6 MiB RSS (docs/agent.md)",
     "Diarization Service": "5 min: segmentation 164 + speaker_embedding 290 MiB + tritonserver 129 MiB, "
     "full-size dev (Diarization)",
 }
 NOT_MEASURED = {
-    "LiveKit Agent Response": "not measured here: needs a LiveKit SFU and a live room; see the agent's own section",
     "API Service": "not measured here: the benches run the engine in their own process, not the api",
     "AI Service": "not measured here: summary_bench times the local LLM server, it does not sample its memory",
-    "LiveKit Agent": "not measured here: no bench runs the agent (no LiveKit SFU on this machine)",
 }
 
 
@@ -199,6 +201,8 @@ def model_kind(path_or_name: str | None) -> str:
         kind = "small model trained on espeak voices (test fixture)"
     elif name.startswith(("sensevoice_tiny", "pyannote_small")):
         kind = "tiny random dev weights: times mean nothing"
+    elif name.startswith("model_repository") or "as installed" in name:
+        kind = "as `make models` installs it: the trained fixture, or real weights when exported"
     elif name.startswith("fsmn_vad"):
         kind = "real fsmn-VAD weights"
     elif "real" in name:
@@ -270,6 +274,26 @@ def extract(name: str, record: dict[str, Any]) -> dict[str, Any]:
                 "what": f"one summary of an 18-line meeting through the summary code, runs {runs} s"
                 + (f", {raw['failed_runs']} malformed" if raw.get("failed_runs") else ""),
                 "models": f"{raw.get('model', '?')}, {raw.get('threads', '?')} thread(s)",
+            }
+    elif name == "agent":
+        runs = raw.get("runs") or []
+        models = f"{model_kind(raw['info'].get('asr_model'))}, {model_kind(raw['info'].get('vad_model'))}"
+        if runs and runs[0]["latency"]["agent"].get("p50_ms") is not None:
+            run, lat = runs[0], runs[0]["latency"]
+            rows["LiveKit Agent Response"] = {
+                "value": f"agent p50 {lat['agent']['p50_ms']:.1f} ms / p95 {lat['agent']['p95_ms']:.1f} ms",
+                "what": f"the agent's own time per final (VAD's end decision to publication, minus the asr "
+                f"round trip), {run['speakers']} speaker(s) in real time, {run['finals']} finals; the whole "
+                f"final after VAD p50 {lat['after_vad']['p50_ms']:.0f} / p95 {lat['after_vad']['p95_ms']:.0f} ms",
+                "models": models,
+            }
+        memory = raw.get("memory")
+        if memory:
+            rows["LiveKit Agent"] = {
+                "value": f"{mib(memory['one']['peak_rss_mib'])} with one participant, "
+                f"+{memory['per_participant_mib']['peak_rss_mib']:.1f} MiB per further one",
+                "what": f"peak RSS of a process running {memory['pipelines']} live pipelines (no rtc, no api)",
+                "models": models,
             }
     return {**base, "rows": rows}
 
@@ -345,6 +369,7 @@ SOURCES = {
     "diarization": {"Speaker Diarization", "Diarization Service"},
     "transcription": {"STT Service"},
     "summary": {"AI Summarization"},
+    "agent": {"LiveKit Agent Response", "LiveKit Agent"},
 }
 
 
