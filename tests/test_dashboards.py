@@ -5,6 +5,14 @@ against a real Prometheus (Debian's ``prometheus`` package) scraping a real stac
   (``python -m api.worker`` with its metrics endpoint), on one SQLite database;
 - Prometheus with the repository's scrape configuration (deploy/prometheus/prometheus.yml), only the
   targets rewritten to the loopback ports (the api job keeps its operator-token authorization);
+- one simulated agent session: a process (``python -m tests.test_dashboards agent-session``) that
+  imports agent/metrics.py, serves it with prometheus_client's ``start_http_server`` (what the agent's
+  ``AGENT_HTTP_PORT`` /metrics serves) and runs one participant's live session the way the agent's
+  entrypoint does: the job token exchanged with the api (``AgentApiClient``), the real
+  ``SpeakerPipeline`` (``vad_stream`` + ``asr`` on the test's tritonserver) publishing to the api
+  (``ApiSegmentPublisher``) and a ``TrackRecorder`` uploading recording chunks, over speech pushed
+  in real time; then one job token the api refuses and one Triton request that fails, through the
+  same agent classes (so the error panels have their series);
 - driven: a batch transcription job, a ``/transcribe`` call, a summary job through the loopback fake
   LLM (tests/api/fake_llm.py), a /health call, a rejected credential, a request Triton refuses;
 - then every dashboard expression is evaluated through Prometheus's HTTP API (/api/v1/query): each
@@ -17,12 +25,17 @@ grid positions, the provisioned datasource by uid) and is what make_dashboards.p
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -32,8 +45,10 @@ import tritonclient.grpc as grpcclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from agent.config import AGENT_HTTP_PORT
 from tests.api.conftest import JWT_SECRET
 from tests.api.fake_llm import FakeLLM, model_entry, write_config
+from tests.api.live_helpers import LIVE_SETTINGS, job_token, room_of
 from tests.api.sync_helpers import served_app, speech, wav_bytes
 from tests.api.test_jobs_processes import Workers
 from tests.api.test_summaries import _answer
@@ -85,7 +100,7 @@ def test_dashboards_are_generated_and_valid_grafana_dashboards():
     )
     uid = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]["uid"]
     found = dashboards()
-    assert {"triton", "triton-gpu", "api-worker", "llm"} <= set(found)
+    assert {"triton", "triton-gpu", "api-worker", "llm", "agent"} <= set(found)
     uids = [d["uid"] for d in found.values()]
     assert len(set(uids)) == len(uids)
     for name, d in found.items():
@@ -121,11 +136,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def scrape_config(tmp: Path, triton_metrics: str, api: str, worker: str) -> Path:
+def scrape_config(tmp: Path, triton_metrics: str, api: str, worker: str, agent: str) -> Path:
     """deploy/prometheus/prometheus.yml with its targets on loopback and a 1 s scrape interval."""
     config = yaml.safe_load(SCRAPE_CONFIG.read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert set(jobs) == {"triton", "api", "worker"}, f"the test knows these jobs, not {set(jobs)}"
+    assert set(jobs) == {"triton", "api", "worker", "agent"}, f"the test knows these jobs, not {set(jobs)}"
     config["global"]["scrape_interval"] = f"{SCRAPE_S}s"
     config["global"]["evaluation_interval"] = f"{SCRAPE_S}s"
     jobs["triton"]["static_configs"] = [{"targets": [triton_metrics]}]
@@ -137,6 +152,10 @@ def scrape_config(tmp: Path, triton_metrics: str, api: str, worker: str) -> Path
     worker_job = jobs["worker"]
     assert worker_job.pop("dns_sd_configs")[0]["port"] == 9100  # compose's WORKER_METRICS_PORT
     worker_job["static_configs"] = [{"targets": [worker]}]
+    agent_job = jobs["agent"]
+    assert agent_job.pop("dns_sd_configs")[0]["port"] == AGENT_HTTP_PORT
+    assert agent_job.get("metrics_path", "/metrics") == "/metrics"
+    agent_job["static_configs"] = [{"targets": [agent]}]
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -213,6 +232,7 @@ def stack(triton, tmp_path_factory):
         operator_token=OPERATOR_TOKEN,
         llm_config=llm_config,
         triton_http_url=f"http://{triton.ports.http_url}",
+        **LIVE_SETTINGS,
     ) as served:
         worker_port = free_port()
         logdir = tmp / "logs"
@@ -235,19 +255,207 @@ def stack(triton, tmp_path_factory):
             logdir,
         )
         workers.start(1)
+        agent = AgentSession(triton.ports.grpc_url, served.url, logdir / "agent.log")
         config = scrape_config(
             tmp,
             triton.ports.metrics_url.removeprefix("http://").removesuffix("/metrics"),
             served.url.removeprefix("http://"),
             f"127.0.0.1:{worker_port}",
+            f"127.0.0.1:{agent.port}",
         )
         prometheus = Prometheus(config, tmp)
         try:
-            yield served, workers, prometheus, fake
+            yield served, workers, prometheus, fake, agent
         finally:
             prometheus.stop()
+            agent.stop()
             workers.stop()
             fake.__exit__(None, None, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# one simulated agent session (a process of its own, as an agent is)
+
+
+class AgentSession:
+    """``python -m tests.test_dashboards agent-session``: agent/metrics.py on a loopback /metrics
+    port; :meth:`run` runs the session (below) and waits for its end."""
+
+    def __init__(self, triton_grpc_url: str, api_url: str, log: Path):
+        self.port = free_port()
+        self.log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.test_dashboards",
+                "agent-session",
+                "--metrics-port",
+                str(self.port),
+                "--triton",
+                triton_grpc_url,
+                "--api",
+                api_url,
+            ],
+            cwd=log.parent,  # no .env of the checkout
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("wb"),
+            text=True,
+        )
+        assert self.read() == "listening", self.logs()
+
+    def read(self) -> str:
+        line = self.proc.stdout.readline().strip()
+        assert line, f"the simulated agent session ended (exit {self.proc.poll()}):\n{self.logs()}"
+        return line
+
+    def run(self, job_token: str, refused_token: str, speech_npy: Path) -> dict:
+        """One participant's live session over ``speech_npy`` (16 kHz float32 samples), then the two
+        failures; returns what it saw."""
+        tokens = {"job_token": job_token, "refused_token": refused_token, "speech": str(speech_npy)}
+        self.proc.stdin.write(json.dumps(tokens) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.read())
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # the session process ends at EOF
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def simulated_session(
+    triton_url: str, api_url: str, job_token: str, refused_token: str, x: np.ndarray
+) -> dict:
+    """What the agent's entrypoint does for one room with one speaking participant (agent/worker.py
+    wires the same classes), then one refused job token and one failing Triton request through the
+    agent's own classes."""
+    from agent import metrics
+    from agent.api_client import AgentApiClient, AgentAuthError, ApiSegmentPublisher
+    from agent.config import AgentSettings
+    from agent.pipeline import SpeakerPipeline
+    from agent.recorder import TrackRecorder
+    from inference_client import TritonClient
+
+    settings = AgentSettings(_env_file=None, triton_grpc_url=triton_url, agent_api_url=api_url)
+    step = 1600  # 100 ms, as frames arrive
+    metrics.ACTIVE_SESSIONS.inc()
+    api = AgentApiClient(api_url, job_token)
+    await api.start()
+    publisher = ApiSegmentPublisher(api)
+    async with TritonClient(triton_url) as triton:
+        metrics.ACTIVE_PARTICIPANTS.inc()
+        recorder = TrackRecorder(api, "alice", chunk_seconds=2.0, offset_s=0.0)
+        pipeline = SpeakerPipeline(
+            triton=triton,
+            settings=settings,
+            speaker="alice",
+            speaker_name="Alice",
+            track_sid="TR_dashboards",
+            offset_s=0.0,
+            publishers=[publisher],
+        )
+        for i in range(0, len(x), step):
+            await pipeline.push(x[i : i + step])
+            await recorder.push(x[i : i + step])
+            await asyncio.sleep(step / 16000)  # real time
+        await pipeline.aclose()
+        await recorder.aclose()
+        metrics.ACTIVE_PARTICIPANTS.dec()
+        finals = sum(t.is_final for t in pipeline.timings)
+        interims = len(pipeline.timings) - finals
+    await publisher.aclose()
+    await api.aclose()
+    # a job token the api refuses (a room without a session)
+    refused = AgentApiClient(api_url, refused_token)
+    try:
+        await refused.start()
+        token_refused = False
+    except AgentAuthError:
+        token_refused = True
+    finally:
+        await refused.aclose()
+    triton_failed = await failing_triton_request(settings)
+    return {
+        "finals": finals,
+        "interims": interims,
+        "token_refused": token_refused,
+        "triton_failed": triton_failed,
+        "samples": int(pipeline.samples_received),
+    }
+
+
+async def failing_triton_request(settings) -> bool:
+    """A participant's pipeline while Triton is away (nothing listens at its address): its
+    ``vad_stream`` request fails and the pipeline counts it (``TRITON_ERRORS``), as in production."""
+    from prometheus_client import REGISTRY
+
+    from agent.pipeline import SpeakerPipeline
+    from inference_client import TritonClient
+    from inference_client.client import RetryPolicy
+    from speechlib.interfaces import VADStream
+    from tests.api.sync_helpers import closed_port_url
+
+    def errors() -> float:
+        labels = {"model": VADStream.NAME}
+        return REGISTRY.get_sample_value("intrascribe_agent_triton_errors_total", labels) or 0.0
+
+    before = errors()
+    async with TritonClient(closed_port_url(), retry=RetryPolicy.never(), timeout_s=5) as down:
+        pipeline = SpeakerPipeline(
+            triton=down,
+            settings=settings,
+            speaker="bob",
+            speaker_name="Bob",
+            track_sid="TR_triton_down",
+            offset_s=0.0,
+            publishers=[],
+            drain_timeout_s=1.0,
+        )
+        await pipeline.push(np.zeros(3200, np.float32))
+        deadline = time.monotonic() + 30
+        while errors() == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await pipeline.aclose()
+    return errors() > before
+
+
+def agent_session_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--metrics-port", type=int, required=True)
+    ap.add_argument("--triton", required=True)
+    ap.add_argument("--api", required=True)
+    args = ap.parse_args(argv)
+    from prometheus_client import start_http_server
+
+    import agent.metrics  # noqa: F401 - registers the agent's metrics in the default registry
+
+    start_http_server(args.metrics_port, addr="127.0.0.1")
+    print("listening", flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        return 0
+    tokens = json.loads(line)
+    result = asyncio.run(
+        simulated_session(
+            args.triton,
+            args.api,
+            tokens["job_token"],
+            tokens["refused_token"],
+            np.load(tokens["speech"]).astype(np.float32),
+        )
+    )
+    print(json.dumps(result), flush=True)
+    sys.stdin.read()  # serve /metrics until the test is done (EOF)
+    return 0
 
 
 def wait_until(predicate, timeout: float, what: str):
@@ -260,18 +468,31 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 def test_every_dashboard_expression_returns_data_on_a_real_stack(stack, triton):
-    served, workers, prom, fake = stack
+    served, workers, prom, fake, agent = stack
     h = served.auth
     url = served.url
 
     def all_up() -> bool:
         up = {r["metric"]["job"]: r["value"][1] for r in prom.query("up")["result"]}
-        return up == {"triton": "1", "api": "1", "worker": "1"}
+        return up == {"triton": "1", "api": "1", "worker": "1", "agent": "1"}
 
     wait_until(all_up, 60, f"every target up: {prom.query('up')['result']}\n{workers.logs()}")
 
+    # one live session (the browser's way), its agent's job token, and a session that does not exist
+    r = httpx.post(
+        f"{url}/api/v1/livekit/connection-details", json={"title": "standup"}, headers=h, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    live_id = r.json()["sessionId"]
+    x, _ = speech([0.8, 1.5, 1.0])  # the fixture's clips, as the batch job below gets them
+    speech_npy = agent.log.parent / "speech.npy"
+    np.save(speech_npy, x)
+    seen = agent.run(job_token(room_of(live_id)), job_token(room_of(uuid.uuid4())), speech_npy)
+    assert seen["finals"] >= 1 and seen["token_refused"] and seen["triton_failed"], (seen, agent.logs())
+    live = httpx.get(f"{url}/api/v1/realtime/sessions/{live_id}/transcription", headers=h, timeout=30)
+    assert live.status_code == 200 and len(live.json()["segments"]) == seen["finals"], live.text
+
     # a batch job (transcribe: VAD, ASR, diarization) on the fixture's speech
-    x, _ = speech([0.8, 1.5, 1.0])
     r = httpx.post(
         f"{url}/api/v1/transcriptions/batch",
         files={"audio_file": ("meeting.wav", wav_bytes(x), "audio/wav")},
@@ -328,6 +549,25 @@ def test_every_dashboard_expression_returns_data_on_a_real_stack(stack, triton):
         "transcribe": 1.0,
         "summarize": 1.0,
     }
+
+    # ... and what the agent session did
+    def by(expr: str, label: str) -> dict[str, float]:
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in prom.query(expr)["result"]}
+
+    segments = by("sum by (kind) (intrascribe_agent_segments_total)", "kind")
+    assert segments.get("final") == seen["finals"] and segments.get("interim", 0) == seen["interims"], (
+        segments
+    )
+    p95 = by(
+        "histogram_quantile(0.95, sum by (le, kind) (rate(intrascribe_agent_utterance_latency_seconds_bucket[5m])))",
+        "kind",
+    )
+    assert 0 < p95["final"] < 60, p95  # a number, not NaN: the observations fell between two scrapes
+    print(f"agent session: {seen}; utterance latency p95 {p95}")
+    assert by("sum by (result) (intrascribe_agent_recording_chunks_total)", "result").get("stored", 0) >= 1
+    assert by("sum by (model) (intrascribe_agent_triton_errors_total)", "model").get("vad_stream", 0) >= 1
+    assert by("sum by (operation) (intrascribe_agent_api_errors_total)", "operation").get("token", 0) >= 1
+    assert by("sum(intrascribe_agent_active_sessions)", "") == {"": 1.0}
     calls = prom.query("sum by (outcome) (intrascribe_llm_requests_total)")["result"]
     assert {r["metric"]["outcome"]: float(r["value"][1]) for r in calls} == {"ok": 1.0}
     tokens = prom.query("sum by (kind) (intrascribe_llm_tokens_total)")["result"]
@@ -335,3 +575,9 @@ def test_every_dashboard_expression_returns_data_on_a_real_stack(stack, triton):
         "prompt": 1200.0,
         "completion": 300.0,
     }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["agent-session"]:
+        raise SystemExit(agent_session_main(sys.argv[2:]))
+    raise SystemExit(f"usage: python -m tests.test_dashboards agent-session ... (not {sys.argv[1:]})")

@@ -10,9 +10,10 @@ reference come out consistent. Every panel queries the provisioned Prometheus da
 - ``triton-gpu.json`` (tag ``gpu``): GPU utilisation, memory and power; empty on a CPU-only server;
 - ``api-worker.json``: api request rate, latency, errors, auth failures, dependencies; job backlog,
   job durations and outcomes per kind, reaped jobs;
-- ``llm.json``: LLM calls, latency, tokens and cost per model (the worker's summary jobs).
-
-No agent dashboard: the live agent (agent/) exports no metrics yet.
+- ``llm.json``: LLM calls, latency, tokens and cost per model (the worker's summary jobs);
+- ``agent.json``: the LiveKit agents (agent/metrics.py, each agent's ``AGENT_HTTP_PORT`` /metrics):
+  live sessions and participants, utterance latency p50/p95 by kind (final, interim), segments,
+  buffered and dropped audio, Triton, api and room publish errors, recording chunks.
 
 tests/test_dashboards.py evaluates every expression on a real Prometheus scraping a real stack and
 fails if one returns nothing (the ``gpu`` dashboard: a valid query is enough), and checks the files
@@ -460,7 +461,111 @@ def llm() -> Dashboard:
     return d
 
 
-DASHBOARDS = {"triton": triton, "triton-gpu": triton_gpu, "api-worker": api_worker, "llm": llm}
+def agent() -> Dashboard:
+    d = Dashboard(
+        "intrascribe-agent",
+        "Intrascribe / LiveKit agent",
+        ["intrascribe", "agent"],
+        "The LiveKit agents' metrics (agent/metrics.py; AGENT_HTTP_PORT, /metrics, every replica).",
+    )
+    d.row("Sessions")
+    d.panel(
+        "Live sessions",
+        [("sum(intrascribe_agent_active_sessions)", "sessions")],
+        "short",
+        "Rooms being transcribed now, all agents together.",
+    )
+    d.panel(
+        "Active participants",
+        [("sum(intrascribe_agent_active_participants)", "participants")],
+        "short",
+        "Microphone tracks being transcribed now (one transcription stream each).",
+    )
+    d.panel(
+        "Live sessions, by agent",
+        [("sum by (instance) (intrascribe_agent_active_sessions)", "{{instance}}")],
+        "short",
+        "How LiveKit's dispatch spreads the rooms over the agent replicas.",
+        stack=True,
+    )
+    d.panel("Agents up", [('sum(up{job="agent"})', "agents")], "short", kind="stat")
+    d.row("Latency")
+    d.panel(
+        "Utterance latency p50 / p95, by kind",
+        [
+            (
+                "histogram_quantile(0.5, sum by (le, kind) "
+                f"(rate(intrascribe_agent_utterance_latency_seconds_bucket[{RI}])))",
+                "{{kind}} p50",
+            ),
+            (
+                "histogram_quantile(0.95, sum by (le, kind) "
+                f"(rate(intrascribe_agent_utterance_latency_seconds_bucket[{RI}])))",
+                "{{kind}} p95",
+            ),
+        ],
+        "s",
+        "From the audio time of the end of speech (final) or of the newest audio (interim) to the "
+        "segment's publication. The original README's target for an agent response: < 100 ms.",
+    )
+    d.panel(
+        "Segments per minute, by kind",
+        [(f"sum by (kind) (rate(intrascribe_agent_segments_total[{RI}])) * 60", "{{kind}}")],
+        "short",
+        "Interim results while someone speaks, one final per utterance.",
+        stack=True,
+    )
+    d.row("Audio")
+    d.panel(
+        "Buffered audio, by agent",
+        [("sum by (instance) (intrascribe_agent_buffered_audio_seconds)", "{{instance}}")],
+        "s",
+        "Audio received but not yet processed: it grows while Triton or the api are slow or away.",
+    )
+    d.panel(
+        "Dropped audio per minute",
+        [(f"sum(rate(intrascribe_agent_dropped_audio_seconds_total[{RI}])) * 60", "dropped")],
+        "s",
+        "Seconds of audio per minute dropped because a participant's buffer (AGENT_BUFFER_MAX_SECONDS) "
+        "overflowed: anything above 0 lost words.",
+    )
+    d.row("Errors and recording")
+    d.panel(
+        "Triton errors, by model",
+        [(f"sum by (model) (increase(intrascribe_agent_triton_errors_total[{RI}]))", "{{model}}")],
+        "short",
+        "Failed Triton requests per interval (the agent retries; see buffered audio).",
+    )
+    d.panel(
+        "api errors, by operation",
+        [(f"sum by (operation) (increase(intrascribe_agent_api_errors_total[{RI}]))", "{{operation}}")],
+        "short",
+        "Failed requests to the api (live segments, status, recording chunks).",
+    )
+    d.panel(
+        "Room publish errors",
+        [(f"sum(increase(intrascribe_agent_room_publish_errors_total[{RI}]))", "not delivered")],
+        "short",
+        "Segment updates not delivered to the room (lk.transcription text streams) per interval; the "
+        "api still gets them.",
+    )
+    d.panel(
+        "Recording chunks per minute, by result",
+        [(f"sum by (result) (rate(intrascribe_agent_recording_chunks_total[{RI}])) * 60", "{{result}}")],
+        "short",
+        "Ogg/Opus chunks of each participant's audio uploaded to the api (AGENT_RECORD).",
+        stack=True,
+    )
+    return d
+
+
+DASHBOARDS = {
+    "triton": triton,
+    "triton-gpu": triton_gpu,
+    "api-worker": api_worker,
+    "llm": llm,
+    "agent": agent,
+}
 
 
 def build() -> dict[str, dict[str, Any]]:
