@@ -436,8 +436,14 @@ def agent_session_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     from prometheus_client import start_http_server
 
-    import agent.metrics  # noqa: F401 - registers the agent's metrics in the default registry
+    from agent import metrics  # registers the agent's metrics in the default registry
 
+    # The latency histogram's children exist (at 0) before the first utterance, so the first finals
+    # fall between two scrapes and count in rate(): a child created by its first observation shows
+    # up already holding it, and rate() never sees that increase. (agent/metrics.py does not create
+    # its label sets up front; a real agent's first utterances are missed by the same rate().)
+    for kind in ("final", "interim"):
+        metrics.UTTERANCE_LATENCY.labels(kind)
     start_http_server(args.metrics_port, addr="127.0.0.1")
     print("listening", flush=True)
     line = sys.stdin.readline()
