@@ -258,13 +258,10 @@ class SpeakerPipeline:
                 (self._buf.end - self._vad_pos) / SAMPLE_RATE,
             )
         finally:
-            for task in [self._task, *self._tasks]:
-                if task is not None and not task.done():
-                    task.cancel()
-            for task in [self._task, *self._tasks]:
-                if task is not None:
-                    with contextlib.suppress(BaseException):
-                        await task
+            left = [task for task in [self._task, *self._tasks] if task is not None and not task.done()]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
             self._closed = True
             self._vad_pos = self._buf.end
             self._report_buffered()
@@ -296,10 +293,10 @@ class SpeakerPipeline:
             ready = await self._wait_audio()
             if ready is None:  # idle: close the sequence before Triton's idle timeout drops it
                 if self._stream is not None:
-                    await self._finish_stream(flush_remainder=False)
+                    await self._finish_stream()
                 continue
             if not ready:  # closing and less than a chunk left
-                await self._finish_stream(flush_remainder=True)
+                await self._finish_stream()
                 return
             self._maybe_cut()
             start = self._vad_pos
@@ -330,11 +327,11 @@ class SpeakerPipeline:
                 if self._stream is not None:
                     return None
 
-    async def _finish_stream(self, *, flush_remainder: bool) -> None:
-        """Close the sequence (with the queued remainder when flushing at the end of the track); an
-        utterance VAD leaves open ends where the audio does."""
+    async def _finish_stream(self) -> None:
+        """Close the sequence with the queued remainder (end of the track, or no audio for
+        IDLE_CLOSE_S); an utterance VAD leaves open ends where the audio does."""
         start = self._vad_pos
-        x = self._buf.get(start, self._buf.end) if flush_remainder else np.zeros(0, np.float32)
+        x = self._buf.get(start, self._buf.end)
         events: list[SpeechEvent] = []
         if self._stream is None and x.size:
             self._stream = self._vad.stream(self.settings.agent_max_end_silence_ms)

@@ -355,3 +355,27 @@ async def test_queue_overflow_then_triton_arrives(tmp_path, recorder, speech_cli
     assert final.start_time <= 3.0 + spans[1][0] + VAD_TOLERANCE_S
     assert final.end_time >= 3.0 + spans[1][1] - VAD_TOLERANCE_S
     check_protocol(recorder, [pipeline])
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_audio_pause_closes_the_vad_sequence(agent_triton, agent_settings, recorder, speech_clips):
+    """Audio stops mid-utterance (no frames, e.g. a paused track) for longer than IDLE_CLOSE_S: the
+    pipeline closes its vad_stream sequence before Triton's idle timeout (the utterance gets its
+    final), and the next audio starts a new sequence that works."""
+    from agent.pipeline import IDLE_CLOSE_S
+
+    (t1, c1), (t2, c2) = speech_clips.items()
+    first, _ = track(0.5, c1, 0.2)
+    second, _ = track(0.5, c2, 1.5)
+    async with TritonClient(agent_triton.ports.grpc_url) as client:
+        pipeline = pipeline_for(client, agent_settings, recorder, "hana")
+        await push_paced(pipeline, first, speed=8)
+        await asyncio.sleep(1.0)
+        assert recorder.finals == []  # 0.2 s of silence does not end an utterance
+        await asyncio.sleep(IDLE_CLOSE_S + 1.0)
+        assert [s.text for s in recorder.finals] == [t1]
+        await push_paced(pipeline, second, speed=8)
+        await pipeline.aclose()
+    assert finals_text(recorder, "hana") == [t1, t2]
+    check_protocol(recorder, [pipeline])
