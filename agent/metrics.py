@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from speechlib.interfaces import ASR, VADStream
+
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 ACTIVE_SESSIONS = Gauge(
@@ -47,3 +49,16 @@ RECORDING_CHUNKS = Counter(
     "Recording chunks uploaded",
     ["result"],  # stored | failed
 )
+
+# Every known label set exists from the start (at 0), so a dashboard panel shows 0, not "No data", until
+# the first error, and rate()/histogram_quantile() see the first finals.
+API_OPERATIONS = ("token", "segments", "segments_dropped", "status", "chunk", "recording", "finalize")
+for _kind in ("final", "interim"):
+    UTTERANCE_LATENCY.labels(_kind)
+    SEGMENTS.labels(_kind)
+for _model in (VADStream.NAME, ASR.NAME):
+    TRITON_ERRORS.labels(_model)
+for _result in ("stored", "failed"):
+    RECORDING_CHUNKS.labels(_result)
+for _operation in API_OPERATIONS:
+    API_ERRORS.labels(_operation)

@@ -80,3 +80,5 @@ site=$("$env/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pure
 echo "$root" > "$site/intrascribe_checkout.pth"
 mkdir -p "$root/.envs"
 ln -sfn "$env" "$root/.envs/$name"
+# the `intrascribe` CLI on the serve environment's PATH (this checkout's, as the .pth above)
+if [ "$name" = serve ]; then ln -sfn "$root/bin/intrascribe" "$env/bin/intrascribe"; fi

@@ -37,8 +37,6 @@ if [ ! -x "$PY" ]; then
   say "no serve environment yet: building it (make env-serve) ..."
   make -C "$root" --no-print-directory env-serve
 fi
-# The `intrascribe` CLI on the environment's PATH (bin/intrascribe runs this checkout's intrascribe_cli).
-ln -sfn "$root/bin/intrascribe" "$root/.envs/serve/bin/intrascribe" 2>/dev/null || true
 
 # Names and ports come from speechlib/interfaces.py, the one place that defines them.
 eval "$("$PY" -c '
