@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from api.db.migrate import upgrade
 from api.main import create_app
 from speechlib.interfaces import SAMPLE_RATE
 from tests.agent.pipeline_helpers import track
+from tests.agent.worker_helpers import agent_worker
 from tests.api.conftest import LoopbackServer, make_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,34 +74,13 @@ def test_a_spoken_meeting_reaches_the_room_and_the_api(tmp_path, agent_triton, s
     )
     with LoopbackServer(create_app(settings)) as api:
         env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
             "LIVEKIT_AGENT_NAME": agent_name,
             "AGENT_API_URL": api.url,
             "AGENT_HTTP_PORT": "0",
             "TRITON_GRPC_URL": agent_triton.ports.grpc_url,
         }
-        log_path = tmp_path / "worker.log"
-        with open(log_path, "wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "agent", "start"],
-                cwd=tmp_path,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with agent_worker(tmp_path, env, stop_timeout=60):
             asyncio.run(_meeting(api.url, speech_clips))
-        except BaseException:
-            print(log_path.read_text(errors="replace")[-20000:])
-            raise
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
 
 
 async def _meeting(api_url: str, clips: dict[str, np.ndarray]) -> None:

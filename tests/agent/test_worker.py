@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from unittest.mock import create_autospec
@@ -35,6 +32,7 @@ from api.main import create_app
 from speechlib.interfaces import SAMPLE_RATE
 from tests.agent.livekit_server import AgentProtocolServer
 from tests.agent.pipeline_helpers import track
+from tests.agent.worker_helpers import agent_worker
 from tests.api.conftest import LoopbackServer, make_settings
 from tests.api.live_helpers import LIVE_SETTINGS, LIVEKIT_KEY, LIVEKIT_SECRET, job_token, room_of
 
@@ -122,8 +120,6 @@ def test_worker_registers_takes_jobs_and_survives_their_failure(tmp_path):
         room = room_of(session_id)
 
         env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
             "LIVEKIT_URL": lk.url,
             "LIVEKIT_API_KEY": LIVEKIT_KEY,
             "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
@@ -132,30 +128,9 @@ def test_worker_registers_takes_jobs_and_survives_their_failure(tmp_path):
             "AGENT_HTTP_PORT": str(http_port),
             "TRITON_GRPC_URL": "127.0.0.1:9",  # never reached: no room is joined
         }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the worker picks its own
-        log_path = tmp_path / "worker.log"
-        with open(log_path, "wb") as log:
-            # cwd: no .env of the checkout is read
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "start"],
-                cwd=tmp_path,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with agent_worker(tmp_path, env) as proc:
             _run(lk, proc, api.url, session_id, room, http_port)
-        except BaseException:
-            print(log_path.read_text(errors="replace")[-20000:])
-            raise
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        log_path = tmp_path / "worker.log"
         assert proc.returncode == 0, log_path.read_text(errors="replace")[-5000:]
         # each job ended with the room connection's error (livekit-agents logs it with the job's id)
         records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]

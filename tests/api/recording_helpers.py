@@ -1,13 +1,11 @@
 """Live recording chunks for the tests: real speech (espeak-ng via tests.audio) cut into fixed-length
-pieces and encoded as Ogg/Opus with PyAV's libopus, as the agent uploads them."""
+pieces and encoded as Ogg/Opus by the agent's encoder (agent.recorder, PyAV's libopus), as it uploads them."""
 
 from __future__ import annotations
 
-import io
-
-import av
 import numpy as np
 
+from agent.recorder import encode_ogg_opus
 from inference_client.audio import SAMPLE_RATE
 from tests.api.live_helpers import LIVE_SETTINGS
 from tests.audio import speak
@@ -24,21 +22,8 @@ def live_settings(**overrides) -> dict:
 
 
 def ogg_opus(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
-    """Float32 mono samples -> one Ogg/Opus file's bytes."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="ogg") as out:
-        stream = out.add_stream("libopus", rate=rate, layout="mono")
-        stream.bit_rate = BIT_RATE
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
-        )
-        frame.sample_rate = rate
-        frame.pts = 0
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    """Float32 mono samples -> one Ogg/Opus file's bytes, by the agent's own encoder at BIT_RATE."""
+    return encode_ogg_opus(samples, bit_rate=BIT_RATE, rate=rate)
 
 
 def speech(text: str, seconds: float, voice: str = "en-us") -> np.ndarray:
