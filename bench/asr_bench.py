@@ -328,14 +328,9 @@ def agreement(ours, theirs) -> dict:
 def machine_info() -> dict:
     import onnxruntime
 
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench import cpu_model
+
+    cpu = cpu_model()
     try:
         from importlib.metadata import version
 

@@ -137,14 +137,9 @@ def shown(cmd: list[str]) -> str:
 
 
 def machine() -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench import cpu_model
+
+    cpu = cpu_model()
     gpu = "no GPU"
     try:
         r = subprocess.run(
