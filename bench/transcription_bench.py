@@ -5,7 +5,7 @@ same weights, the same audio and the same 2 CPU threads per side.
     .envs/serve/bin/python bench/transcription_bench.py [--minutes 10] [--repeats 3] [--ref-repeats 3]
         [--asr-artifact sensevoice_full | --asr-dir DIR] [--diarization-artifact pyannote_full |
          --diarization-dirs EXPORT SOURCE] [--json FILE]
-        [--memory-hours 1,2,4 --skip-speed --asr-artifact sensevoice_fixture
+        [--memory-hours 1,2,4 --skip-speed [--through-api] --asr-artifact sensevoice_fixture
          --diarization-artifact pyannote_fixture] [--quick]
 
 What runs (docs/benchmarks.md, "## Transcription (end to end)", has the numbers and the commands):
@@ -16,9 +16,8 @@ What runs (docs/benchmarks.md, "## Transcription (end to end)", has the numbers 
   2 instances x 1 intra-op thread as committed for CPU), ``segmentation`` + ``speaker_embedding``
   (``--diarization-artifact``, committed CPU configs); :meth:`Transcriber.transcribe` on the WAV file
   (decode with PyAV to a work folder, chunked VAD, ASR of every segment, diarization concurrently,
-  speaker attribution) through one :class:`TritonClient`, as the api's batch job runs it. Not
-  through the api + worker: the batch route landed while this bench was written; an api + worker
-  mode (upload -> job -> stored transcript, api and worker RSS) is still to do.
+  speaker attribution) through one :class:`TritonClient`, as the api's batch job runs it (the api +
+  worker path: ``--through-api`` below).
 * Reference: funasr-onnx 0.4.3 (``Fsmn_vad`` + ``SenseVoiceSmall`` on the same ONNX files, a pool of
   ``--ks`` processes x 2/k threads as in bench/asr_bench.py: VAD over the whole file, then one ASR
   task per segment), then pyannote.audio's ``SpeakerDiarization`` on the same diarization weights in
@@ -39,6 +38,15 @@ What runs (docs/benchmarks.md, "## Transcription (end to end)", has the numbers 
   the transcript's speakers come from.
 * ``--memory-hours``: one transcription per length of tiled audio on one server, peak RSS of this
   process (the worker's engine: ``client``), tritonserver and every stub (tests/memory.py).
+* ``--through-api`` (with ``--memory-hours``): the same server, plus the api (``python -m api``,
+  uvicorn) and one worker (``python -m api.worker``) as separate processes on an embedded SQLite
+  database, huey's SQLite queue and local blobs in the temp folder, the worker pointed at that
+  Triton and the served diarization export's params. A registered user's API key uploads each
+  tiled WAV (streamed from the file) to ``POST /api/v1/transcriptions/batch``, polls
+  ``GET /api/v1/jobs/{id}`` every 2 s (first time each progress stage is seen), fetches the stored
+  transcript once and checks it has segments and speakers. Peak RSS of the api, the worker (with any
+  children), tritonserver and every stub: each process's kernel ``VmHWM`` reset before the upload
+  (``exact``), else 0.1/0.5 s sampling; the job's own stage timings (``result.timings``).
 
 ``--quick``: tiny random models (``sensevoice_tiny``, ``pyannote_small``), 30 s, one repeat — the
 CI-sized dry run of the whole flow (tests/test_bench_quick.py). Its numbers mean nothing. Exit
@@ -190,6 +198,219 @@ def memory_rows(repo: Path, settings, hours: list[float], work: Path, save=None)
     return rows
 
 
+# -- through the api + worker ----------------------------------------------------------------------
+
+
+class ApiStack:
+    """The api (``python -m api``: uvicorn) and one worker (``python -m api.worker``) as separate
+    processes on an embedded SQLite database, huey's SQLite queue and local blobs under ``work``,
+    reaching Triton at ``grpc_url`` with the diarization params of ``params_dir`` (as
+    scripts/run_api.sh starts them; each in its own folder, so no .env of the checkout is read)."""
+
+    def __init__(self, work: Path, grpc_url: str, http_url: str, params_dir: Path):
+        import secrets
+
+        from serving.launcher import TritonPorts
+
+        self.work = work
+        self.port = TritonPorts.free().http  # a free loopback port
+        self.url = f"http://127.0.0.1:{self.port}"
+        data = work / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "DATA_DIR": str(data),
+            "DATABASE_URL": f"sqlite:///{data}/intrascribe.db",
+            "REDIS_URL": "",
+            "QUEUE_BACKEND": "sqlite",
+            "AUTH_MODE": "embedded",
+            "JWT_SECRET": secrets.token_hex(32),
+            "TRITON_GRPC_URL": grpc_url,
+            "TRITON_HTTP_URL": f"http://{http_url}",
+            "DIARIZATION_PARAMS_DIR": str(params_dir),
+            "EXTRA_JOB_MODULES": "",
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(self.port),
+            "LOG_LEVEL": "INFO",
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def _start(self, name: str, *argv: str) -> subprocess.Popen:
+        cwd = self.work / name
+        cwd.mkdir(exist_ok=True)
+        log = open(self.work / f"{name}.log", "wb")
+        return subprocess.Popen(
+            [sys.executable, *argv], cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def __enter__(self) -> ApiStack:
+        import httpx
+
+        migrate = self._start("migrate", "-m", "api.db.migrate", "upgrade")
+        if migrate.wait() != 0:
+            raise RuntimeError(f"migration failed:\n{self.log('migrate')}")
+        self.procs["worker"] = self._start("worker", "-m", "api.worker")
+        self.procs["api"] = self._start("api", "-m", "api")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited during startup:\n{self.log(name)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the api did not answer in 120 s:\n{self.log('api')}")
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def log(self, name: str) -> str:
+        path = self.work / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def api_key_headers(self) -> dict[str, str]:
+        """Register a user and make an API key (an access token would expire during a long job)."""
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=60) as http:
+            r = http.post(
+                "/api/v1/auth/register",
+                json={"email": "bench@example.com", "password": "correct horse battery staple"},
+            )
+            r.raise_for_status()
+            token = r.json()["access_token"]
+            r = http.post(
+                "/api/v1/api-keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
+            )
+            r.raise_for_status()
+            return {"Authorization": f"Bearer {r.json()['key']}"}
+
+
+def api_job(stack: ApiStack, wav: Path, headers: dict, timeout_s: float) -> dict:
+    """Upload ``wav`` to ``POST /api/v1/transcriptions/batch`` (the file object streams through
+    httpx's multipart encoder in 64 KiB reads), poll ``GET /api/v1/jobs/{id}`` every 2 s (the first
+    time each progress stage is seen is recorded), fetch the stored transcript once."""
+    import httpx
+
+    out: dict = {}
+    stages: dict[str, float] = {}
+    with httpx.Client(base_url=stack.url, headers=headers, timeout=600) as http:
+        t0 = time.perf_counter()
+        with open(wav, "rb") as f:
+            r = http.post(
+                "/api/v1/transcriptions/batch",
+                files={"audio_file": (wav.name, f, "audio/wav")},
+                data={"title": f"memory {wav.stem}"},
+            )
+        if r.status_code != 202:
+            raise RuntimeError(f"upload: {r.status_code} {r.text[:500]}")
+        out["upload_s"] = round(time.perf_counter() - t0, 1)
+        accepted = r.json()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = http.get(f"/api/v1/jobs/{accepted['job_id']}").json()
+            stage = (job.get("progress") or {}).get("stage")
+            if stage and stage not in stages:
+                stages[stage] = round(time.perf_counter() - t0, 1)
+            if job["status"] in ("completed", "failed", "cancelled"):
+                break
+            for name, p in stack.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited (rc {p.returncode}):\n{stack.log(name)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job not finished in {timeout_s:.0f} s: {job}\n{stack.log('worker')}")
+            time.sleep(2)
+        out["job_s"] = round(time.perf_counter() - t0, 1)  # upload -> job finished
+        if job["status"] != "completed":
+            raise RuntimeError(f"job {job['status']}: {job.get('error')}\n{stack.log('worker')}")
+        t1 = time.perf_counter()
+        r = http.get(f"/api/v1/sessions/{accepted['session_id']}/transcription")
+        r.raise_for_status()
+        out["fetch_s"] = round(time.perf_counter() - t1, 2)
+        transcript = r.json()
+    segments = transcript["segments"]
+    out.update(
+        stages_first_seen_s=stages,
+        timings=job["result"].get("timings", {}),
+        segments=len(segments),
+        speakers=len({s["speaker"] for s in segments if s.get("speaker")}),
+        transcript_bytes=len(r.content),
+        duration_s=job["result"].get("duration_seconds"),
+        attempt=job["attempt"],
+    )
+    return out
+
+
+def through_api_rows(repo: Path, params_dir: Path, hours: list[float], work: Path, save=None) -> dict:
+    """One upload -> job -> transcript per length through the api and a worker process, peak RSS of
+    the api, the worker (with any children), tritonserver and every stub (tests/memory.py; each
+    process's kernel VmHWM, reset before the upload, where allowed)."""
+    from serving.launcher import TritonServer
+    from tests.memory import MiB, PeakRSS, descendants, process_rss
+
+    rows = {}
+    with TritonServer(repo, log_path=work / "triton_api.log") as server:
+        with ApiStack(work / "stack", server.ports.grpc_url, server.ports.http_url, params_dir) as stack:
+            headers = stack.api_key_headers()
+            api_pid, worker_pid = stack.procs["api"].pid, stack.procs["worker"].pid
+            for h in hours:
+                wav = make_audio(work / f"{h:g}h.wav", h * 60, seed=int(h * 100))
+                idle = {
+                    "api": round(process_rss(api_pid) / MiB, 1),
+                    "worker": round(sum(process_rss(p) for p in descendants(worker_pid)) / MiB, 1),
+                }
+                with (
+                    PeakRSS(server.process.pid) as triton_rss,
+                    PeakRSS(api_pid, interval_s=0.5) as api_rss,
+                    PeakRSS(worker_pid, interval_s=0.5) as worker_rss,
+                ):
+                    out = api_job(stack, wav, headers, timeout_s=max(3600.0, h * 4 * 3600))
+                    worker_procs = len(descendants(worker_pid))
+                tri = triton_rss.mib()
+                row = {
+                    **out,
+                    "upload_bytes": wav.stat().st_size,
+                    "peak_rss_mib": {
+                        "api": api_rss.mib()["server_total"],
+                        "worker": worker_rss.mib()["server_total"],
+                        **{k: v for k, v in tri.items() if k != "client"},
+                        "bench_client": tri["client"],
+                    },
+                    "idle_rss_mib_before": idle,
+                    "worker_processes": worker_procs,
+                    "exact": triton_rss.exact and api_rss.exact and worker_rss.exact,
+                    "loadavg": loadavg(),
+                }
+                if api_rss.exact:  # the kernel's VmHWM (summed over the tree) beats 0.5 s sampling
+                    row["peak_rss_mib"]["api"] = max(row["peak_rss_mib"]["api"], api_rss.mib()["other"])
+                if worker_rss.exact:
+                    row["peak_rss_mib"]["worker"] = max(
+                        row["peak_rss_mib"]["worker"], worker_rss.mib()["other"]
+                    )
+                rows[f"{h:g} h"] = row
+                print(f"through the api {h:g} h: {row}", flush=True)
+                if save is not None:
+                    save(rows)
+                wav.unlink()
+                if not (out["segments"] and out["speakers"]):
+                    raise RuntimeError(f"the stored transcript has no segments or no speakers: {out}")
+    return rows
+
+
 def speed_summary(ours_runs: list[dict], ref_runs: list[dict], audio_s: float) -> tuple[dict, bool]:
     """Medians, ratio, text agreement and DER (from each side's last run); False when a side returned
     no text or no speaker turns."""
@@ -254,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-speed", action="store_true", help="only --memory-hours")
     ap.add_argument("--memory-hours", default="", help="comma-separated hours, e.g. 1,2,4")
+    ap.add_argument(
+        "--through-api",
+        action="store_true",
+        help="--memory-hours through the api + a worker process (upload -> job -> transcript)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="tiny models, 30 s, one repeat (dry run)")
     args = ap.parse_args(argv)
@@ -265,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     if THREADS % args.ks:
         ap.error(f"--ks must divide {THREADS}")
     hours = [float(h) for h in args.memory_hours.split(",") if h]
+    if args.through_api and not hours:
+        ap.error("--through-api needs --memory-hours")
 
     from inference_client.audio import decode_audio
     from inference_client.diarization import PipelineSettings
@@ -366,11 +594,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"memory rows with {asr_dir.name} + {Path(diar_dir).name}", flush=True)
 
             def save(rows: dict) -> None:
-                results["memory"] = rows
+                results["memory_through_api" if args.through_api else "memory"] = rows
                 if args.json:
                     args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
-            results["memory"] = memory_rows(repo, settings, hours, work, save)
+            if args.through_api:
+                results["memory_through_api"] = through_api_rows(repo, Path(diar_dir), hours, work, save)
+            else:
+                results["memory"] = memory_rows(repo, settings, hours, work, save)
     results["info"]["loadavg_end"] = loadavg()
     print(f"load average at start {info['loadavg_start']}, at end {results['info']['loadavg_end']}")
     if args.json:
