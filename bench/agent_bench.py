@@ -330,6 +330,7 @@ async def run_speakers(grpc_url: str, settings, audios: list[SpeakerAudio]) -> d
         )
         await asyncio.gather(*(p.aclose() for p in pipelines))
         wall = time.perf_counter() - wall0
+    await asyncio.sleep(0.3)  # Triton counts a request just after its response
     after = await asyncio.to_thread(triton_stats, grpc_url)
     out = analyse(audios, pipelines, drives)
     out["speakers"] = len(audios)
@@ -403,6 +404,7 @@ async def warm_up(grpc_url: str, audio: SpeakerAudio, calls: int = 5) -> dict:
         await asr.transcribe(utt)  # first request: model warm-up, not timed
         async with VADClient(client).stream() as stream:
             await stream.send(audio.samples[:chunk])
+        await asyncio.sleep(0.3)  # Triton counts a request just after its response
         before = await asyncio.to_thread(triton_stats, grpc_url)
         asr_times = []
         for _ in range(calls):
