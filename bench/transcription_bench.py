@@ -303,8 +303,12 @@ class ApiStack:
 def api_job(stack: ApiStack, wav: Path, headers: dict, timeout_s: float) -> dict:
     """Upload ``wav`` to ``POST /api/v1/transcriptions/batch`` (the file object streams through
     httpx's multipart encoder in 64 KiB reads), poll ``GET /api/v1/jobs/{id}`` every 2 s (the first
-    time each progress stage is seen is recorded), fetch the stored transcript once."""
+    time each progress stage is seen is recorded), fetch the stored transcript once (the api's kernel
+    peak RSS is read just before that fetch, to tell the upload + job part from the transcript's
+    serialization)."""
     import httpx
+
+    from tests.memory import MiB, kernel_peak_rss
 
     out: dict = {}
     stages: dict[str, float] = {}
@@ -337,6 +341,9 @@ def api_job(stack: ApiStack, wav: Path, headers: dict, timeout_s: float) -> dict
         out["job_s"] = round(time.perf_counter() - t0, 1)  # upload -> job finished
         if job["status"] != "completed":
             raise RuntimeError(f"job {job['status']}: {job.get('error')}\n{stack.log('worker')}")
+        # the api's peak so far (upload, probe, polls), before the transcript is serialized
+        api_hwm = kernel_peak_rss(stack.procs["api"].pid)
+        out["api_peak_before_fetch_mib"] = None if api_hwm is None else round(api_hwm / MiB, 1)
         t1 = time.perf_counter()
         r = http.get(f"/api/v1/sessions/{accepted['session_id']}/transcription")
         r.raise_for_status()
