@@ -115,10 +115,11 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-def third_party_imports(start: list[Path]) -> dict[str, tuple[bool, str]]:
+def third_party_imports(start: list[Path], seen: set[Path] | None = None) -> dict[str, tuple[bool, str]]:
     """Top-level third-party modules reached from ``start`` by following our own packages' imports
-    (a module's parent packages' ``__init__`` run too): name -> (only guarded, first importer)."""
-    seen: set[Path] = set()
+    (a module's parent packages' ``__init__`` run too): name -> (only guarded, first importer).
+    ``seen`` (when given) receives every file walked."""
+    seen = set() if seen is None else seen
     todo = list(start)
     found: dict[str, tuple[bool, str]] = {}
     while todo:
@@ -253,9 +254,16 @@ def test_import_walk_follows_our_packages(tmp_path):
     """An import of one of our modules brings in that module's (and its packages') imports."""
     start = tmp_path / "model.py"
     start.write_text("from speechlib.features import FrontendConfig\nimport speechlib.diarization.plda\n")
-    found = third_party_imports([start])
+    walked: set[Path] = set()
+    found = third_party_imports([start], walked)
     assert found["kaldi_native_fbank"] == (False, "speechlib/features.py")
-    assert "sklearn" in found  # speechlib/diarization/__init__.py imports the clustering module
+    assert found["scipy"] == (False, "speechlib/diarization/plda.py")
+    # the parent package's __init__ runs, and what it imports is walked too
+    diarization = ROOT / "speechlib" / "diarization"
+    assert {diarization / "__init__.py", diarization / "aggregate.py", diarization / "windows.py"} <= walked
+    # and our modules' own imports: the pipeline imports the clustering module (scikit-learn)
+    start.write_text("import speechlib.diarization.pipeline\n")
+    assert third_party_imports([start])["sklearn"] == (False, "speechlib/diarization/clustering.py")
     found = triton_imports()
     assert {"numpy", "kaldi_native_fbank", "onnxruntime", "yaml", "triton_python_backend_utils"} <= set(found)
     assert found["torch"][0], "torch is imported only under except ImportError"
