@@ -476,3 +476,12 @@ def test_dev_livekit_is_configured_for_the_api(dev, tmp_path):
     assert urlparse(url).hostname == "api" and urlparse(url).port == 8000
     app = create_app(Settings(_env_file=None, data_dir=tmp_path))
     assert "post" in app.openapi()["paths"][urlparse(url).path]
+
+
+def test_agent_gets_time_to_flush_on_stop(compose):
+    """docker stop waits stop_grace_period before SIGKILL: at least the agent's own shutdown timeout
+    (open utterances become finals, last recording chunks uploaded)."""
+    from agent.worker import SHUTDOWN_TIMEOUT_S
+
+    grace = compose["services"]["agent"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) >= SHUTDOWN_TIMEOUT_S, grace
