@@ -29,6 +29,7 @@ from speechlib.interfaces import SAMPLE_RATE
 from tests.agent.pipeline_helpers import track
 from tests.agent.worker_helpers import agent_worker
 from tests.api.conftest import LoopbackServer, make_settings
+from tests.skips import skip_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 URL, KEY, SECRET = (os.environ.get(k, "") for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"))
@@ -37,7 +38,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not (URL and KEY and SECRET),
-        reason="needs a real LiveKit server: set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET",
+        reason=skip_unavailable("livekit-server", "set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET"),
     ),
 ]
 FRAME = SAMPLE_RATE // 50  # 20 ms
