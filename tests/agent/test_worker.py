@@ -41,8 +41,8 @@ pytestmark = pytest.mark.slow  # a worker subprocess with its job processes (~30
 REPO = Path(__file__).resolve().parents[2]
 AGENT_NAME = LIVE_SETTINGS["livekit_agent_name"]
 MiB = 1 << 20
-MAIN_RSS_MAX = 150 * MiB
-IDLE_JOB_RSS_MAX = 200 * MiB
+MAIN_MAX = 150 * 1000**2  # bytes: the issue's 150 MB
+IDLE_JOB_MAX = 200 * 1000**2
 EXCHANGED = re.compile(
     r'^intrascribe_http_requests_total\{method="POST",route="/api/v1/agent/token",status="200"\} (\S+)$', re.M
 )
@@ -169,13 +169,18 @@ def _run(
     main = psutil.Process(proc.pid)
     idle = _wait("a warm job process", lambda: _job_processes(main), 60, proc)
     time.sleep(2.0)  # let it finish initializing
-    main_rss, idle_rss = main.memory_info().rss, idle[0].memory_info().rss
-    print(
-        f"memory: main RSS {main_rss / MiB:.1f} MiB (USS {main.memory_full_info().uss / MiB:.1f}), "
-        f"idle job process RSS {idle_rss / MiB:.1f} MiB (USS {idle[0].memory_full_info().uss / MiB:.1f})"
+    main_mem, idle_mem = main.memory_full_info(), idle[0].memory_full_info()
+    report = ", ".join(
+        f"{name} RSS {m.rss / MiB:.1f} MiB (PSS {m.pss / MiB:.1f}, USS {m.uss / MiB:.1f})"
+        for name, m in (("main", main_mem), ("idle job process", idle_mem))
     )
-    assert main_rss <= MAIN_RSS_MAX, f"main RSS {main_rss / MiB:.1f} MiB"
-    assert idle_rss <= IDLE_JOB_RSS_MAX, f"idle job process RSS {idle_rss / MiB:.1f} MiB"
+    print(f"memory: {report}")
+    # The bounds (docs/agent.md "Memory"): PSS, what each process costs (shared library pages split
+    # between the processes mapping them), against the issue's MB; RSS counts livekit-agents' whole
+    # import graph (numpy, PyAV's FFmpeg, openai, aiohttp, ...) in full in each process.
+    assert main_mem.pss <= MAIN_MAX, report
+    assert idle_mem.pss <= IDLE_JOB_MAX, report
+    assert idle_mem.rss <= IDLE_JOB_MAX, report
 
     # /metrics merges the job processes' samples (multiprocess mode): the idle job process' gauges
     # are there (the main process keeps none of ours)
