@@ -259,13 +259,17 @@ class ApiStack:
                     break
             except httpx.HTTPError:
                 pass
-            for name, p in self.procs.items():
-                if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited during startup:\n{self.log(name)}")
+            self.check_alive("during startup")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the api did not answer in 120 s:\n{self.log('api')}")
             time.sleep(0.5)
         return self
+
+    def check_alive(self, when: str = "") -> None:
+        """Raise with its log when one of the processes has exited."""
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited {when} (rc {p.returncode}):\n{self.log(name)}")
 
     def __exit__(self, *exc) -> None:
         for p in self.procs.values():
@@ -332,9 +336,7 @@ def api_job(stack: ApiStack, wav: Path, headers: dict, timeout_s: float) -> dict
                 stages[stage] = round(time.perf_counter() - t0, 1)
             if job["status"] in ("completed", "failed", "cancelled"):
                 break
-            for name, p in stack.procs.items():
-                if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited (rc {p.returncode}):\n{stack.log(name)}")
+            stack.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"job not finished in {timeout_s:.0f} s: {job}\n{stack.log('worker')}")
             time.sleep(2)
