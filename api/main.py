@@ -26,6 +26,7 @@ from api.core.middleware import (
     ConcurrencyLimitMiddleware,
     RequestContextMiddleware,
 )
+from api.media import media
 from api.routes import (
     api_keys,
     auth,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        media.configure(settings.media_processes, settings.media_max_tasks_per_process)
         yield
         if ctx.inference is not None:
             await ctx.inference.aclose()

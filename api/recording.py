@@ -42,6 +42,7 @@ from api.crud import audio as audio_crud
 from api.crud import transcriptions as tcrud
 from api.db.types import utcnow
 from api.live import LiveStore
+from api.media import decode_resampled, encode_f32_to_ogg_opus, media
 from api.models import (
     AudioFile,
     RecordingChunk,
@@ -51,7 +52,7 @@ from api.models import (
     Transcription,
     TranscriptionSource,
 )
-from inference_client.audio import SAMPLE_RATE, DecodedAudio, decode_audio
+from inference_client.audio import SAMPLE_RATE, DecodedAudio
 from speechlib.transcript import Segment, Transcript
 
 log = logging.getLogger("api.recording")
@@ -284,29 +285,6 @@ def _chunk_file(blobs: BlobStore, chunk: RecordingChunk) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _encode_ogg_opus(blocks: Iterator[np.ndarray], path: Path, rate: int = SAMPLE_RATE) -> None:
-    """Float32 mono blocks at ``rate`` -> an Ogg/Opus file (PyAV's libopus)."""
-    import av
-
-    with av.open(str(path), "w", format="ogg") as out:
-        stream = out.add_stream(
-            "libopus", rate=rate, layout="mono", options={"compression_level": MIX_COMPRESSION_LEVEL}
-        )
-        stream.bit_rate = MIX_BITRATE
-        pts = 0
-        for block in blocks:
-            if not block.size:
-                continue
-            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = pts
-            pts += block.size
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-
-
 def chunk_ids(s: Session, session_id: uuid.UUID) -> set[uuid.UUID]:
     return set(s.scalars(select(RecordingChunk.id).where(RecordingChunk.session_id == session_id)))
 
@@ -331,16 +309,8 @@ def _placed_chunks(
 
 
 def _decode_chunk(path: Path, rate: int) -> np.ndarray:
-    """A chunk's samples at ``rate``: decoded (the one decoder) at Opus' own 48 kHz, then resampled
-    with a polyphase filter (scipy): half the time of the decoder's resampler per chunk, which adds
-    up over the hundreds of chunks of a meeting."""
-    from scipy.signal import resample_poly
-
-    x = decode_audio(path, OPUS_RATE)
-    if rate == OPUS_RATE:
-        return x
-    g = math.gcd(rate, OPUS_RATE)
-    return resample_poly(x, rate // g, OPUS_RATE // g).astype(np.float32, copy=False)
+    """A chunk's samples at ``rate`` (in a media process: :mod:`api.media`)."""
+    return media.run(decode_resampled, path, rate, OPUS_RATE)
 
 
 def _sum_chunks(
@@ -395,14 +365,8 @@ def build_mix(
     try:
         _sum_chunks(blobs, placed, mix, rate)
         mix.flush()
-        block = 30 * rate
-
-        def blocks(src: np.ndarray = mix) -> Iterator[np.ndarray]:
-            for a in range(0, total, block):
-                yield np.clip(np.asarray(src[a : a + block]), -1.0, 1.0).astype(np.float32)
-
         out = work / "mix.ogg"
-        _encode_ogg_opus(blocks(), out, rate)
+        media.run(encode_f32_to_ogg_opus, work / "mix.f32", out, rate, MIX_BITRATE, MIX_COMPRESSION_LEVEL)
     finally:
         del mix
         (work / "mix.f32").unlink(missing_ok=True)

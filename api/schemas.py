@@ -538,7 +538,7 @@ class TranscriptionOut(TranscriptionInfoOut):
 
     @field_validator("segments", mode="before")
     @classmethod
-    def _segments(cls, v: Any) -> Any:  # lenient on read: a stored element without times is skipped
+    def keep_readable(cls, v: Any) -> Any:  # lenient on read: a stored element without times is skipped
         if not isinstance(v, list):
             return []
         return [s for s in v if isinstance(s, dict) and "start_time" in s and "end_time" in s]

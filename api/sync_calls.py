@@ -104,6 +104,7 @@ def decode_upload(src: BinaryIO, max_seconds: float, param: str = "file") -> np.
     import shutil
     import tempfile
 
+    from api.media import media
     from inference_client.audio import AudioDecodeError, decode_audio, probe_audio
 
     with tempfile.TemporaryDirectory(prefix="intrascribe-sync-") as tmp:
@@ -112,10 +113,10 @@ def decode_upload(src: BinaryIO, max_seconds: float, param: str = "file") -> np.
         with open(path, "wb") as out:
             shutil.copyfileobj(src, out, 1024 * 1024)
         try:
-            info = probe_audio(path)
+            info = media.run(probe_audio, path)  # in a media process (api.media)
             if info.duration_s is not None and info.duration_s > max_seconds + DURATION_TOLERANCE_S:
                 raise too_long(info.duration_s, max_seconds, param)
-            x = decode_audio(path)
+            x = media.run(decode_audio, path)
         except AudioDecodeError as e:
             raise SyncCallError(
                 400, "invalid_audio", f"the file is not audio we can decode: {e}", param

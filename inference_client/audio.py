@@ -65,6 +65,9 @@ class AudioDecodeError(ValueError):
         super().__init__(message)
         self.code = code
 
+    def __reduce__(self):  # pickled with its code (raised in a child process: api.media)
+        return type(self), (str(self), self.code)
+
 
 @dataclass(frozen=True)
 class AudioInfo:

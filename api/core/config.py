@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     vad_chunk_seconds: float = Field(600.0, gt=0, le=3600)  # seconds of audio per VAD request
     sync_max_audio_seconds: float = Field(300.0, gt=0)  # /v1/audio/transcriptions, /transcribe, /diarize-file
     sync_max_concurrent: int = Field(4, ge=1)  # synchronous calls in progress per api process; more: 429
+    # PyAV work of the api (upload probes, chunk checks, the synchronous calls' decoding, live mixes)
+    # runs in this many child processes, each replaced after MEDIA_MAX_TASKS_PER_PROCESS calls
+    # (api.media); 0: in the api's own process (FFmpeg's ~110 MiB then stays in it)
+    media_processes: int = Field(1, ge=0, le=64)
+    media_max_tasks_per_process: int = Field(200, ge=1)
     max_active_jobs_per_user: int = Field(4, ge=1)  # queued + running transcriptions; more: 429
     max_stored_bytes_per_user: int = Field(20 * 1024**3, ge=0)  # audio bytes a user may keep; more: 413
 

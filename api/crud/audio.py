@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.blobstore import BlobStore, blob_path
+from api.media import media
 from api.models import AudioFile, RecordingChunk, RecordingSession, RecordingTrack
 from inference_client.audio import AudioDecodeError, check_audio
 
@@ -72,7 +73,7 @@ def probe(path: str | Path, ext: str = "") -> AudioInfo:
     e.g. "m4a" for "mov,mp4,m4a,3gp,3g2,mj2"). Raises :class:`AudioRejected` for what is not
     transcribable audio (the reason and a stable code in it)."""
     try:
-        info = check_audio(path)
+        info = media.run(check_audio, path)  # in a media process (api.media)
     except AudioDecodeError as e:
         # "code: reason", as a failed job's error reads (the route answers the message)
         raise AudioRejected(e.code, f"{e.code}: {e}", REJECTION_STATUS.get(e.code, 422)) from None

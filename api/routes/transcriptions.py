@@ -13,13 +13,16 @@ Another user's session (or one that does not exist) is 404 everywhere.
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -44,6 +47,7 @@ from api.schemas import (
     MAX_SPEAKERS,
     BatchOptions,
     Language,
+    SegmentOut,
     SpeakerRename,
     TranscribeRequest,
     TranscriptionInfoOut,
@@ -268,25 +272,49 @@ def list_transcriptions(session_id: uuid.UUID, db: DB, principal: Reader) -> lis
     return tcrud.list_transcriptions(db, session_id)
 
 
+_SEGMENT_OUT = TypeAdapter(SegmentOut)
+
+
+def transcription_json(row: Transcription) -> Response:
+    """``row`` as :class:`TranscriptionOut` JSON, written one segment at a time. The usual way
+    (the whole model validated, turned into a dict, then dumped) holds three copies of a transcript
+    at once: ~+50 MiB in the api for a 4-hour meeting's 3.7 MB of JSON (docs/benchmarks.md). Every
+    segment is validated before the first byte is sent, so a stored segment that does not fit the
+    schema is still an error response, not a truncated body."""
+    head = TranscriptionInfoOut.model_validate(row).model_dump_json()
+    content = json.dumps(row.content, ensure_ascii=False)
+    segments = TranscriptionOut.keep_readable(row.segments)
+    for seg in segments:
+        _SEGMENT_OUT.validate_python(seg)
+
+    def body() -> Iterator[bytes]:
+        yield f'{head[:-1]},"content":{content},"segments":['.encode()
+        for i, seg in enumerate(segments):
+            yield (b"," if i else b"") + _SEGMENT_OUT.dump_json(_SEGMENT_OUT.validate_python(seg))
+        yield b"]}"
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
 @router.get("/{session_id}/transcription", response_model=TranscriptionOut)
-def current_transcription(session_id: uuid.UUID, db: DB, principal: Reader) -> Transcription:
+def current_transcription(session_id: uuid.UUID, db: DB, principal: Reader) -> Response:
     """The current version (the latest successful transcription, or the latest edit of it)."""
     _owned(db, principal, session_id)
     row = tcrud.current_transcription(db, session_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_TRANSCRIPTION)
-    return row
+    return transcription_json(row)
 
 
 @router.get("/{session_id}/transcriptions/{transcription_id}", response_model=TranscriptionOut)
 def get_transcription(
     session_id: uuid.UUID, transcription_id: uuid.UUID, db: DB, principal: Reader
-) -> Transcription:
+) -> Response:
     _owned(db, principal, session_id)
     row = db.get(Transcription, transcription_id)
     if row is None or row.session_id != session_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "transcription not found")
-    return row
+    return transcription_json(row)
 
 
 # ------------------------------------------------------------------------------ edits

@@ -328,6 +328,26 @@ def test_current_history_edits_and_rename(client, user_a, transcribed):
     assert first["content"] == "hello everyone thank you"  # history is kept as it was
 
 
+def test_streamed_transcription_equals_the_schema(client, app, user_a, transcribed):
+    """``GET .../transcription`` is written one segment at a time (api.routes.transcriptions
+    .transcription_json): the body is what TranscriptionOut makes of the row, segment for segment,
+    for the current version and for a version by id (a stored element without times skipped)."""
+    from api.schemas import TranscriptionOut
+
+    h, sid = user_a["headers"], transcribed
+    ctx = app.state.ctx
+    with ctx.db.session() as s:
+        row = s.scalar(select(Transcription).where(Transcription.session_id == uuid.UUID(sid)))
+        row.segments = [*row.segments, {"text": "no times"}]  # lenient on read: skipped
+        s.commit()
+        expected = json.loads(TranscriptionOut.model_validate(row).model_dump_json())
+    assert len(expected["segments"]) == 2 and expected["segments"][0]["words"]
+    for path in (f"{S}{sid}/transcription", f"{S}{sid}/transcriptions/{expected['id']}"):
+        r = client.get(path, headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert r.json() == expected
+
+
 def test_exports_parse_and_carry_the_text(client, app, user_a, transcribed):
     h, sid = user_a["headers"], transcribed
     r = client.get(f"{S}{sid}/export", params={"format": "srt"}, headers=h)
