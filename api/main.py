@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         yield
         if ctx.inference is not None:
             await ctx.inference.aclose()
+        media.shutdown()  # its children end with the app (the next app starts them again on use)
         ctx.close()
 
     app = FastAPI(

@@ -460,7 +460,7 @@ class TranscribeOptions(BaseModel):
 
     @model_validator(mode="after")
     def _counts(self) -> TranscribeOptions:
-        from speechlib.diarization.pipeline import check_speaker_counts
+        from speechlib.diarization.options import check_speaker_counts
 
         check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
         return self

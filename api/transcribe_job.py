@@ -244,7 +244,7 @@ def transcribe(ctx: JobContext) -> dict[str, Any]:
         vad_chunk_s=services.settings.vad_chunk_seconds,
     )
     try:
-        from speechlib.diarization.pipeline import check_speaker_counts
+        from speechlib.diarization.options import check_speaker_counts
 
         options_key = options.checked().chunk_key()
         check_speaker_counts(options.num_speakers, options.min_speakers, options.max_speakers)

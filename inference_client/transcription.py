@@ -602,7 +602,7 @@ class Transcriber:
         audio gives an empty transcript."""
         options = (options or TranscriptionOptions()).checked()
         if options.diarize:
-            from speechlib.diarization.pipeline import check_speaker_counts
+            from speechlib.diarization.options import check_speaker_counts
 
             check_speaker_counts(options.num_speakers, options.min_speakers, options.max_speakers)
         chunks_done, diarization_done = _read_resume(resume, options)

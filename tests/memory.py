@@ -116,6 +116,8 @@ def process_label(pid: int) -> str:
         return f"stub:{model_py.parent.parent.name}" if model_py.suffix == ".py" else f"stub:{model_py.name}"
     if exe == "tritonserver":
         return "tritonserver"
+    if any("multiprocessing" in a for a in args[1:]):  # a spawned child (api.media) or its resource tracker
+        return "mp_child"
     return "other"
 
 

@@ -309,3 +309,20 @@ def test_the_agent_pipeline_does_not_load_the_clustering_stack():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_api_checks_options_without_the_clustering_stack():
+    """The batch route validates speaker counts (api.schemas.BatchOptions) in the api process: that
+    must not load scipy / scikit-learn there (+80 MiB of the api's 300 MB, measured through the
+    api: docs/benchmarks.md)."""
+    import subprocess
+
+    code = (
+        "import sys, api.main; from api.schemas import BatchOptions; "
+        "BatchOptions(num_speakers=2, min_speakers=1, max_speakers=3); "
+        "print(sorted(m for m in ('scipy', 'sklearn', 'av') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

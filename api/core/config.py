@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # every login / registration attempt per client address
     login_attempt_limits: str = "60/minute;600/hour"
     register_limits: str = "5/minute;20/hour"
-    password_hash_concurrency: int = Field(4, ge=1)  # argon2 hashes computed at once (~64 MiB each)
+    password_hash_concurrency: int = Field(1, ge=1)  # argon2 hashes at once (~64 MiB each; .env.example)
     password_hash_wait_seconds: float = 10.0  # then 503 + Retry-After
     supabase_url: str = ""
     supabase_jwks_url: str = ""  # default <SUPABASE_URL>/auth/v1/.well-known/jwks.json

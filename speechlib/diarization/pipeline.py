@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from speechlib.diarization.aggregate import speaker_count
+from speechlib.diarization.options import check_speaker_counts
 from speechlib.diarization.clustering import (
     AHC_METHOD,
     AHC_MIN_CLUSTER_SIZE,
@@ -226,15 +227,6 @@ def clustering_method(clustering: str | None, settings: PipelineSettings) -> str
             "VBx clustering needs the PLDA (plda.npz + xvec_transform.npz); use clustering='agglomerative'"
         )
     return method
-
-
-def check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:
-    """``ValueError`` unless each given count is a positive integer and ``low <= high``."""
-    for name, value in (("num_speakers", num), ("min_speakers", low), ("max_speakers", high)):
-        if value is not None and (int(value) != value or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if low is not None and high is not None and low > high:
-        raise ValueError(f"min_speakers ({low}) must not exceed max_speakers ({high})")
 
 
 def clip_turns(turns: list[SpeakerTurn], end_s: float) -> list[SpeakerTurn]:
