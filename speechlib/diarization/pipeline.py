@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from speechlib.diarization.aggregate import speaker_count
-from speechlib.diarization.options import check_speaker_counts
 from speechlib.diarization.clustering import (
     AHC_METHOD,
     AHC_MIN_CLUSTER_SIZE,
@@ -30,6 +29,7 @@ from speechlib.diarization.clustering import (
     set_num_speakers,
     vbx_clustering,
 )
+from speechlib.diarization.options import check_speaker_counts
 from speechlib.diarization.plda import PLDA
 from speechlib.diarization.reconstruct import Diarization, reconstruct
 from speechlib.diarization.turns import SpeakerTurn
