@@ -51,6 +51,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -298,8 +299,17 @@ class FunasrSide:
         return {"seconds": seconds, "segments": segs}
 
     def close(self) -> None:
-        self.pool.terminate()
-        self.pool.join()
+        """The workers take their sentinels and exit (Pool.close + join). Not Pool.terminate(): it can
+        hang for ever in its clean-up (cpython#78178), and did once in CI after this bench's last round.
+        A worker still alive after 60 s is killed."""
+        self.pool.close()
+        joiner = threading.Thread(target=self.pool.join, daemon=True, name="funasr-pool-join")
+        joiner.start()
+        joiner.join(60)
+        if joiner.is_alive():
+            for proc in list(self.pool._pool):
+                proc.kill()
+            joiner.join(10)
 
 
 # -- driver ----------------------------------------------------------------------------------------

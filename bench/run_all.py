@@ -109,12 +109,16 @@ EARLIER = {
     "Speaker Diarization": "p50 16.9 s / p95 18.5 s, full-size dev pyannote, 2 CPU cores (Diarization)",
     "AI Summarization": "median 9.4 s, SmolLM2-135M Q4_1, 1 thread (Summary)",
     "STT Service": "1 h: vad 281 + asr 362 MiB + tritonserver 297 MiB, fixture models (Transcription)",
-    "LiveKit Agent": "worker main process 136.6 MiB + idle job process 119.6 MiB RSS (docs/agent.md)",
+    "LiveKit Agent": "worker main process 145-147 MiB RSS (102-109 MiB PSS) + idle job process 126 MiB RSS "
+    "(docs/agent.md)",
+    "API Service": "1 h upload -> job -> transcript: api process 168 MiB + its FFmpeg child 75 MiB, "
+    "fixture models (Transcription, through the api)",
     "Diarization Service": "5 min: segmentation 164 + speaker_embedding 290 MiB + tritonserver 129 MiB, "
     "full-size dev (Diarization)",
 }
 NOT_MEASURED = {
-    "API Service": "not measured here: the benches run the engine in their own process, not the api",
+    "API Service": "not measured by `make bench`: `bench/transcription_bench.py --through-api` "
+    "(minutes per hour of audio) measures it",
     "AI Service": "not measured here: summary_bench times the local LLM server, it does not sample its memory",
 }
 
