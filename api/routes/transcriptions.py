@@ -276,21 +276,22 @@ _SEGMENT_OUT = TypeAdapter(SegmentOut)
 
 
 def transcription_json(row: Transcription) -> Response:
-    """``row`` as :class:`TranscriptionOut` JSON, written one segment at a time. The usual way
-    (the whole model validated, turned into a dict, then dumped) holds three copies of a transcript
-    at once: ~+50 MiB in the api for a 4-hour meeting's 3.7 MB of JSON (docs/benchmarks.md). Every
-    segment is validated before the first byte is sent, so a stored segment that does not fit the
-    schema is still an error response, not a truncated body."""
+    """``row`` as :class:`TranscriptionOut` JSON, made one segment at a time. The usual way (the
+    whole model validated, turned into a dict, then dumped) holds three copies of a transcript at
+    once: ~+50 MiB in the api for a 4-hour meeting's 3.7 MB of JSON (docs/benchmarks.md); this holds
+    the JSON's bytes. Every segment is validated before the first byte is sent, so a stored segment
+    that does not fit the schema is still an error response, not a truncated body."""
     head = TranscriptionInfoOut.model_validate(row).model_dump_json()
     content = json.dumps(row.content, ensure_ascii=False)
-    segments = TranscriptionOut.keep_readable(row.segments)
-    for seg in segments:
-        _SEGMENT_OUT.validate_python(seg)
+    parts = [
+        _SEGMENT_OUT.dump_json(_SEGMENT_OUT.validate_python(seg))
+        for seg in TranscriptionOut.keep_readable(row.segments)
+    ]
 
     def body() -> Iterator[bytes]:
         yield f'{head[:-1]},"content":{content},"segments":['.encode()
-        for i, seg in enumerate(segments):
-            yield (b"," if i else b"") + _SEGMENT_OUT.dump_json(_SEGMENT_OUT.validate_python(seg))
+        for i, part in enumerate(parts):
+            yield (b"," if i else b"") + part
         yield b"]}"
 
     return StreamingResponse(body(), media_type="application/json")
