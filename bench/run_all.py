@@ -117,8 +117,8 @@ EARLIER = {
     "full-size dev (Diarization)",
 }
 NOT_MEASURED = {
-    "API Service": "not measured by `make bench`: `bench/transcription_bench.py --through-api` "
-    "(minutes per hour of audio) measures it",
+    "API Service": "not measured here: `make bench` does not run `bench/transcription_bench.py "
+    "--through-api` (minutes per hour of audio), which measures it",
     "AI Service": "not measured here: summary_bench times the local LLM server, it does not sample its memory",
 }
 
