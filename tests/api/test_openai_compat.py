@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import Counter
 
 import httpx
 import openai
@@ -30,6 +31,7 @@ from tests.api.sync_helpers import (
 )
 from tests.api.sync_helpers import speech as clips_with_silences
 from tests.diarization_helpers import frame_der
+from tests.test_meeting_e2e import speaker_mapping
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +141,34 @@ def test_diarized_json_names_the_speakers_of_a_meeting(served):
     assert {s.speaker for s in out.segments} == {"A", "B"} and out.segments[0].speaker == "A"
     assert all(s.type == "transcript.text.segment" and s.text for s in out.segments)
     assert len({s.id for s in out.segments}) == len(out.segments)
-    # Who spoke: the segments' speakers against the meeting's known turns (the ASR fixture does not
-    # know these sentences, so the text is not checked here; speakers are what diarized_json adds).
-    hypothesis = [(s.start, s.end, s.speaker) for s in out.segments]
-    covered = [t for t in truth if any(s.start < t[1] and t[0] < s.end for s in out.segments)]
-    assert frame_der(covered, hypothesis) < 0.25
+
+    # Who spoke: each segment's speaker against the meeting's known turns. The ASR fixture does not know
+    # these sentences: neither the text nor how much of each turn its words span is checked here;
+    # speakers are what diarized_json adds. Each segment's true speaker is the one it overlaps most;
+    # the labels, mapped by majority, must name two different speakers and be right for every
+    # segment. The DER on the time the segments cover is printed and bounded loosely (the meeting's
+    # overlaps count against one speaker per segment, VAD's margins as false alarm).
+    def true_speaker(seg) -> str:
+        spans = Counter()
+        for t0, t1, spk in truth:
+            spans[spk] += max(0.0, min(t1, seg.end) - max(t0, seg.start))
+        return spans.most_common(1)[0][0]
+
+    truths = [true_speaker(seg) for seg in out.segments]
+    mapping = speaker_mapping(
+        [(seg.start, seg.end, seg.speaker, seg.text) for seg in out.segments], [(t, "") for t in truths]
+    )
+    assert len(set(mapping.values())) == 2, (mapping, truths)
+    assert [mapping[seg.speaker] for seg in out.segments] == truths
+    covered = [
+        (max(t0, seg.start), min(t1, seg.end), spk)
+        for t0, t1, spk in truth
+        for seg in out.segments
+        if seg.start < t1 and t0 < seg.end
+    ]
+    der = frame_der(covered, [(seg.start, seg.end, seg.speaker) for seg in out.segments])
+    print(f"diarized_json: {len(out.segments)} segments, DER on the time they cover {der:.1%}")
+    assert der < 0.25
 
 
 def test_errors_come_as_the_clients_exceptions(served, speech):
