@@ -542,6 +542,12 @@ def test_silence_gives_an_empty_diarization(fixture_server):
 MEMORY_IN_FLIGHT = 8  # RPCs on the wire at once: fixes the high-water mark of audio held in transit
 MEMORY_MINUTES = (4, 8, 16)  # after a 2-minute warm-up, on one server
 MEMORY_GROWTH_PER_MINUTE = 0.01  # of the first file's value: the former bound (15 % from 5 to 20 minutes)
+# tritonserver's peak is the requests it holds in transit at the busiest moment: up to MEMORY_IN_FLIGHT
+# 10 s windows (float32), each received and copied into its tensor. How close a file comes to that
+# high-water mark is chance, not length (a fresh-clone CI run saw 71 / 78 / 81 MiB, 0.76 MiB per added
+# minute against 0.71), so its peaks may also differ by that much over the span; what it keeps after
+# each file (anon + shmem) is held to the plain bound.
+TRANSIT_BYTES = 2 * MEMORY_IN_FLIGHT * 160_000 * 4
 
 
 def growth_per_minute(minutes, values) -> float:
@@ -606,9 +612,11 @@ def test_memory_does_not_grow_with_audio_length(tmp_path, settings):
     for name in processes:
         assert all(name in p for p in peaks), (name, sorted(peaks[0]))
         bound = MEMORY_GROWTH_PER_MINUTE * peaks[0][name]
+        transit = TRANSIT_BYTES / (MEMORY_MINUTES[-1] - MEMORY_MINUTES[0]) if name == "tritonserver" else 0
         slope = growth_per_minute(MEMORY_MINUTES, [p[name] for p in peaks])
-        assert slope <= bound, (
-            f"{name}: peak grows {slope / MiB:.2f} MiB per added minute (bound {bound / MiB:.2f}): {table}"
+        assert slope <= bound + transit, (
+            f"{name}: peak grows {slope / MiB:.2f} MiB per added minute "
+            f"(bound {(bound + transit) / MiB:.2f}): {table}"
         )
         if name != "client":
             slope = growth_per_minute(processed, [a[name] for a in after])
